@@ -1,0 +1,185 @@
+import { resolve } from 'node:path';
+import { DocketError } from '../core/errors.js';
+
+/** Retry policy of a job type: capped exponential backoff with jitter. */
+export interface RetryPolicy {
+  /** Delay before the first retry, in ms. Default 1000. */
+  baseMs: number;
+  /** Upper bound on any retry delay, in ms. Default 3_600_000 (1 h). */
+  capMs: number;
+  /** Attempts before the job goes to the dead-letter queue. Default 10. */
+  maxAttempts: number;
+}
+
+/** Store (source of truth) selection. */
+export type StoreConfig =
+  | {
+      /** Embedded SQLite file. */
+      dialect: 'sqlite';
+      /** Path of the database file. Default `./data/docket.sqlite`. */
+      path: string;
+    }
+  | {
+      /** PostgreSQL. */
+      dialect: 'postgres';
+      /** Connection URL; the user must be allowed to `SET ROLE docket_app` and `docket_system`. */
+      url: string;
+      /** Connections per pool (tenant pool and system pool each). Default 10. */
+      poolSize: number;
+    };
+
+/** Job defaults applied to every type unless the type overrides them. */
+export interface JobDefaults {
+  /** Retry policy. */
+  retry: RetryPolicy;
+  /** Handler timeout in ms; the AbortSignal fires then. Default 300_000 (5 min). */
+  timeoutMs: number;
+  /** Time after the timeout before the job is recorded as timed out and its slot freed. Default 5000. */
+  graceMs: number;
+  /** Lease length a claim grants; heartbeats extend it. Default 30_000. */
+  leaseMs: number;
+  /** Queue name when none is given. Default `default`. */
+  queue: string;
+}
+
+/** Complete, validated Docket configuration. */
+export interface DocketConfig {
+  /** Store selection. */
+  store: StoreConfig;
+  /** Maximum serialized payload size in bytes. Default 262_144 (256 KiB). */
+  payloadLimitBytes: number;
+  /** Defaults per job. */
+  jobs: JobDefaults;
+  /** Retention of finished jobs. */
+  retention: {
+    /** Age after which succeeded and canceled jobs are pruned, ms. Default 7 days. */
+    succeededMs: number;
+    /** Age after which failed jobs that are no longer in the DLQ are pruned, ms. Default 30 days. */
+    failedMs: number;
+  };
+  /** Folder for the embedded store and local data. Default `./data`. */
+  dataDir: string;
+}
+
+/** Partial configuration accepted by createDocket; everything has a default. */
+export interface DocketOptions {
+  /** Store selection; default embedded SQLite under `dataDir`. */
+  store?:
+    { dialect: 'sqlite'; path?: string } | { dialect: 'postgres'; url: string; poolSize?: number };
+  /** Maximum payload size in bytes. Default 262_144. */
+  payloadLimitBytes?: number;
+  /** Job defaults. */
+  jobs?: Partial<Omit<JobDefaults, 'retry'>> & { retry?: Partial<RetryPolicy> };
+  /** Retention of finished jobs. */
+  retention?: Partial<DocketConfig['retention']>;
+  /** Data folder. Default `./data`. */
+  dataDir?: string;
+}
+
+const DAY = 86_400_000;
+
+/** Applies defaults and validates; the result is frozen. */
+export function resolveConfig(options: DocketOptions = {}): DocketConfig {
+  const dataDir = resolve(options.dataDir ?? './data');
+  const store: StoreConfig =
+    options.store?.dialect === 'postgres'
+      ? { dialect: 'postgres', url: options.store.url, poolSize: options.store.poolSize ?? 10 }
+      : { dialect: 'sqlite', path: resolve(options.store?.path ?? `${dataDir}/docket.sqlite`) };
+  const retry: RetryPolicy = {
+    baseMs: options.jobs?.retry?.baseMs ?? 1000,
+    capMs: options.jobs?.retry?.capMs ?? 3_600_000,
+    maxAttempts: options.jobs?.retry?.maxAttempts ?? 10,
+  };
+  const config: DocketConfig = {
+    store,
+    payloadLimitBytes: options.payloadLimitBytes ?? 262_144,
+    jobs: {
+      retry,
+      timeoutMs: options.jobs?.timeoutMs ?? 300_000,
+      graceMs: options.jobs?.graceMs ?? 5000,
+      leaseMs: options.jobs?.leaseMs ?? 30_000,
+      queue: options.jobs?.queue ?? 'default',
+    },
+    retention: {
+      succeededMs: options.retention?.succeededMs ?? 7 * DAY,
+      failedMs: options.retention?.failedMs ?? 30 * DAY,
+    },
+    dataDir,
+  };
+  validateConfig(config);
+  return deepFreeze(config);
+}
+
+function validateConfig(c: DocketConfig): void {
+  const positive: Array<[string, number]> = [
+    ['payloadLimitBytes', c.payloadLimitBytes],
+    ['jobs.retry.baseMs', c.jobs.retry.baseMs],
+    ['jobs.retry.capMs', c.jobs.retry.capMs],
+    ['jobs.retry.maxAttempts', c.jobs.retry.maxAttempts],
+    ['jobs.timeoutMs', c.jobs.timeoutMs],
+    ['jobs.leaseMs', c.jobs.leaseMs],
+  ];
+  for (const [name, v] of positive) {
+    if (!Number.isFinite(v) || v <= 0) {
+      throw new DocketError('CONFIG_INVALID', `${name} must be a positive number`, {
+        name,
+        value: v,
+      });
+    }
+  }
+  if (c.jobs.graceMs < 0) throw new DocketError('CONFIG_INVALID', 'jobs.graceMs must be >= 0');
+  if (c.store.dialect === 'postgres' && !/^postgres(ql)?:\/\//.test(c.store.url)) {
+    throw new DocketError('CONFIG_INVALID', 'store url must start with postgres://', {
+      url: c.store.url,
+    });
+  }
+}
+
+/** Reads DocketOptions from environment variables (see the README's configuration table). */
+export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): DocketOptions {
+  const dialect = env.DOCKET_STORE ?? (env.DOCKET_DATABASE_URL ? 'postgres' : 'sqlite');
+  const num = (name: string): number | undefined => {
+    const raw = env[name];
+    if (raw === undefined || raw === '') return undefined;
+    const n = Number(raw);
+    if (!Number.isFinite(n)) throw new DocketError('CONFIG_INVALID', `${name} must be a number`);
+    return n;
+  };
+  let store: DocketOptions['store'];
+  if (dialect === 'postgres') {
+    const url = env.DOCKET_DATABASE_URL;
+    if (!url)
+      throw new DocketError('CONFIG_INVALID', 'DOCKET_STORE=postgres needs DOCKET_DATABASE_URL');
+    store = { dialect: 'postgres', url, poolSize: num('DOCKET_PG_POOL_SIZE') };
+  } else if (dialect === 'sqlite') {
+    store = { dialect: 'sqlite', path: env.DOCKET_SQLITE_PATH };
+  } else {
+    throw new DocketError(
+      'CONFIG_INVALID',
+      `DOCKET_STORE must be sqlite or postgres, got ${dialect}`,
+    );
+  }
+  return {
+    store,
+    dataDir: env.DOCKET_DATA_DIR,
+    payloadLimitBytes: num('DOCKET_PAYLOAD_LIMIT_BYTES'),
+    jobs: {
+      leaseMs: num('DOCKET_LEASE_MS'),
+      timeoutMs: num('DOCKET_JOB_TIMEOUT_MS'),
+      graceMs: num('DOCKET_JOB_GRACE_MS'),
+      retry: { maxAttempts: num('DOCKET_MAX_ATTEMPTS') },
+    },
+    retention: {
+      succeededMs: num('DOCKET_RETENTION_SUCCEEDED_MS'),
+      failedMs: num('DOCKET_RETENTION_FAILED_MS'),
+    },
+  };
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object') {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}

@@ -1,0 +1,391 @@
+import type { Kysely, Transaction } from 'kysely';
+import {
+  optionsFromEnv,
+  resolveConfig,
+  type DocketConfig,
+  type DocketOptions,
+} from './config/index.js';
+import { systemClock, type Clock } from './core/clock.js';
+import { requireTenant, runWithContext } from './core/context.js';
+import { uuidV7Generator, type IdGenerator } from './core/ids.js';
+import { silentLogger, type Logger } from './core/logger.js';
+import {
+  JobsService,
+  jobBackendFor,
+  processBatch,
+  type ActorOptions,
+  type DlqItem,
+  type EnqueueOptions,
+  type EnqueueResult,
+  type ExecutionDeps,
+  type Failpoint,
+  type Job,
+  type JobBackend,
+  type JobHandler,
+  type JobHandlers,
+  type JobListFilter,
+  type JobMap,
+  type JobTypeOptions,
+  type Page,
+  type ProcessBatchOptions,
+  type ProcessBatchResult,
+} from './jobs/index.js';
+import { httpJobHandler, validateHttpPayload } from './jobs/builtins/http-request.js';
+import {
+  openStore,
+  type DocketDatabase,
+  type Store,
+  type TenantTransaction,
+} from './store/index.js';
+import {
+  JobWorker,
+  Reaper,
+  type ReapResult,
+  type Worker,
+  type WorkerOptions,
+} from './worker/index.js';
+
+/** Options of createDocket: configuration plus injected collaborators. */
+export interface CreateDocketOptions<M extends JobMap> extends DocketOptions {
+  /** Handlers used by `createWorker()` and `processBatch()` when none are given. */
+  handlers?: JobHandlers<M>;
+  /** Per-type options; declaring types (or handlers) makes other types UNKNOWN_JOB_TYPE. */
+  jobTypes?: { [K in keyof M & string]?: JobTypeOptions };
+  /** Register the built-in `http` job type. Default true. */
+  builtins?: boolean;
+  /** Run migrations on start. Default true. */
+  migrate?: boolean;
+  /** Reaper pass interval, ms (0 disables it). Default 1000. */
+  reapIntervalMs?: number;
+  /** Logger. Default silent. */
+  logger?: Logger;
+  /** Clock. Default system clock. */
+  clock?: Clock;
+  /** Id generator. Default UUIDv7. */
+  ids?: IdGenerator;
+  /** Randomness for retry jitter. Default Math.random. */
+  random?: () => number;
+  /** Testing hook between dead-letter steps (crash injection). Default none. */
+  failpoint?: (name: Failpoint) => void | Promise<void>;
+}
+
+/** A transaction handed out by withTransaction; Docket's `…Tx` writes join it. */
+export type DocketTransaction<DB = DocketDatabase> = Transaction<DB>;
+
+/** One item of a typed batch enqueue. */
+export type EnqueueItem<M extends JobMap> = {
+  [K in keyof M & string]: { type: K; payload: M[K]; options?: Omit<EnqueueOptions, 'tenant'> };
+}[keyof M & string];
+
+/** A Docket instance. */
+export interface Docket<M extends JobMap = JobMap> {
+  /** The resolved, frozen configuration. */
+  readonly config: DocketConfig;
+  /** Opens the store, migrates and starts background services (reaper). Idempotent. */
+  start(): Promise<void>;
+  /** Applies pending migrations and returns their names. */
+  migrate(): Promise<string[]>;
+  /** Stops background services and closes connections. */
+  close(): Promise<void>;
+  /** Runs `fn` with `tenant` (and trace) as the ambient context. */
+  withTenant<T>(tenant: string, fn: () => T, options?: { traceId?: string }): T;
+  /** Runs `fn` in a store transaction scoped to `tenant`; pass `tx` to `enqueueTx` to join it. */
+  withTransaction<T, DB = DocketDatabase>(
+    tenant: string,
+    fn: (tx: DocketTransaction<DB>) => Promise<T>,
+  ): Promise<T>;
+  /** Enqueues one job. */
+  enqueue<K extends keyof M & string>(
+    type: K,
+    payload: M[K],
+    options?: EnqueueOptions,
+  ): Promise<EnqueueResult<M[K]>>;
+  /** Enqueues one job inside a transaction from withTransaction. */
+  enqueueTx<K extends keyof M & string, DB>(
+    tx: DocketTransaction<DB>,
+    type: K,
+    payload: M[K],
+    options?: Omit<EnqueueOptions, 'tenant'>,
+  ): Promise<EnqueueResult<M[K]>>;
+  /** Enqueues many jobs for one tenant atomically. */
+  enqueueMany(items: EnqueueItem<M>[], options?: { tenant?: string }): Promise<EnqueueResult[]>;
+  /** Enqueues many jobs inside a transaction from withTransaction. */
+  enqueueManyTx<DB>(tx: DocketTransaction<DB>, items: EnqueueItem<M>[]): Promise<EnqueueResult[]>;
+  /** Reading and operator actions on jobs. */
+  readonly jobs: {
+    /** One job; JOB_NOT_FOUND if absent or another tenant's. */
+    get(id: string, options?: { tenant?: string }): Promise<Job>;
+    /** A page of jobs, newest first. */
+    list(filter?: JobListFilter, options?: { tenant?: string }): Promise<Page<Job>>;
+    /** Cancels a pending or running job. */
+    cancel(id: string, options?: ActorOptions): Promise<Job>;
+    /** Runs a failed or canceled job again. */
+    retry(id: string, options?: ActorOptions): Promise<Job>;
+    /** Counts by status (the tenant's). */
+    counts(options?: { tenant?: string }): Promise<Record<string, number>>;
+  };
+  /** The dead-letter queue. */
+  readonly dlq: {
+    /** A page of dead-lettered jobs. */
+    list(options?: { tenant?: string; cursor?: string; limit?: number }): Promise<Page<DlqItem>>;
+    /** Replays a dead job; JOB_NOT_IN_DLQ if it is not dead. */
+    replay(jobId: string, options?: ActorOptions): Promise<Job>;
+  };
+  /** Creates (does not start) a worker. */
+  createWorker(
+    options?: Partial<Omit<WorkerOptions, 'handlers'>> & { handlers?: JobHandlers<M> },
+  ): Worker;
+  /** Processes at most `max` jobs within `budgetMs` in this process (SPEC Q-10). */
+  processBatch(options?: ProcessBatchOptions): Promise<ProcessBatchResult>;
+  /** Runs one reaper pass now. */
+  reapOnce(): Promise<ReapResult>;
+  /** Deletes finished jobs past retention; returns how many. */
+  pruneOnce(): Promise<number>;
+  /** Checks the store answers. */
+  ping(): Promise<void>;
+  /** Internals for the service, CLI and tests. */
+  readonly internals: {
+    store(): Promise<Store>;
+    backend(): Promise<JobBackend>;
+    systemDb(): Promise<Kysely<DocketDatabase>>;
+    handlers: Readonly<Record<string, JobHandler<unknown> | undefined>>;
+    logger: Logger;
+    clock: Clock;
+    ids: IdGenerator;
+  };
+}
+
+/** Creates a Docket instance. No I/O happens until `start()` or the first operation. */
+export function createDocket<M extends JobMap = JobMap>(
+  options: CreateDocketOptions<M> = {},
+): Docket<M> {
+  const config = resolveConfig(options);
+  const logger = options.logger ?? silentLogger();
+  const clock = options.clock ?? systemClock;
+  const ids = options.ids ?? uuidV7Generator;
+  const builtinHandlers: Record<string, JobHandler<unknown>> = options.builtins === false
+    ? {}
+    : { http: httpJobHandler as JobHandler<unknown> };
+  const handlers: Record<string, JobHandler<unknown> | undefined> = {
+    ...builtinHandlers,
+    ...(options.handlers as Record<string, JobHandler<unknown> | undefined>),
+  };
+  const declared = options.jobTypes || options.handlers;
+  const typeMap = new Map<string, JobTypeOptions>();
+  if (options.builtins !== false)
+    typeMap.set('http', { validate: validateHttpPayload, retry: { maxAttempts: 5 } });
+  for (const t of Object.keys(options.handlers ?? {})) typeMap.set(t, {});
+  for (const [t, o] of Object.entries(options.jobTypes ?? {}))
+    typeMap.set(t, (o ?? {}) as JobTypeOptions);
+  const knownTypes = () => (declared ? typeMap : undefined);
+  const typeOptions = (type: string) => typeMap.get(type);
+
+  const txTenants = new WeakMap<object, string>();
+  let opened: Promise<{ store: Store; backend: JobBackend }> | undefined;
+  let reaper: Reaper | undefined;
+  let closed = false;
+
+  const ready = () => {
+    opened ??= (async () => {
+      const store = await openStore(config, logger);
+      if (options.migrate !== false) await store.migrate();
+      const backend = jobBackendFor(store, logger);
+      await backend.start();
+      return { store, backend };
+    })();
+    return opened;
+  };
+
+  let jobsService: JobsService | undefined;
+  const jobs = async () => {
+    const { backend } = await ready();
+    jobsService ??= new JobsService({
+      backend,
+      config,
+      clock,
+      ids,
+      knownTypes,
+      tenantOfTx: (tx) => txTenants.get(tx),
+    });
+    return jobsService;
+  };
+  const execDeps = async (): Promise<ExecutionDeps> => {
+    const { backend } = await ready();
+    return {
+      backend,
+      config,
+      clock,
+      ids,
+      logger,
+      typeOptions,
+      random: options.random,
+      failpoint: options.failpoint,
+    };
+  };
+  const workers = new Set<Worker>();
+
+  const docket: Docket<M> = {
+    config,
+    async start() {
+      const deps = await execDeps();
+      const interval = options.reapIntervalMs ?? 1000;
+      if (!reaper && interval > 0) {
+        reaper = new Reaper(deps, interval);
+        await reaper.start();
+      }
+    },
+    async migrate() {
+      const store = await openStore(config, logger);
+      try {
+        return await store.migrate();
+      } finally {
+        await store.close();
+      }
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      await reaper?.stop();
+      await Promise.all([...workers].map((w) => w.stop()));
+      if (opened) {
+        const { store, backend } = await opened;
+        await backend.stop();
+        await store.close();
+      }
+    },
+    withTenant(tenant, fn, o) {
+      return runWithContext({ tenant, traceId: o?.traceId }, fn);
+    },
+    async withTransaction<T, DB>(tenant: string, fn: (tx: DocketTransaction<DB>) => Promise<T>) {
+      requireTenant(tenant);
+      const { store, backend } = await ready();
+      const out = await store.withTenantTransaction(tenant, async (trx) => {
+        txTenants.set(trx, tenant);
+        return runWithContext({ tenant }, () => fn(trx as unknown as DocketTransaction<DB>));
+      });
+      // Jobs enqueued in the transaction are committed now: wake this process's workers.
+      backend.notifyJobsAvailable();
+      return out;
+    },
+    async enqueue(type, payload, o) {
+      const [r] = await (
+        await jobs()
+      ).enqueueMany([{ type, payload, options: o }], { tenant: o?.tenant });
+      return r as EnqueueResult<M[typeof type]>;
+    },
+    async enqueueTx(tx, type, payload, o) {
+      const [r] = await (
+        await jobs()
+      ).enqueueMany([{ type, payload, options: o }], {
+        tx: tx as unknown as TenantTransaction,
+      });
+      return r as EnqueueResult<M[typeof type]>;
+    },
+    async enqueueMany(items, o) {
+      return (await jobs()).enqueueMany(items, { tenant: o?.tenant });
+    },
+    async enqueueManyTx(tx, items) {
+      return (await jobs()).enqueueMany(items, { tx: tx as unknown as TenantTransaction });
+    },
+    jobs: {
+      get: async (id, o) => (await jobs()).get(id, o),
+      list: async (f, o) => (await jobs()).list(f, o),
+      cancel: async (id, o) => (await jobs()).cancel(id, o),
+      retry: async (id, o) => (await jobs()).retry(id, o),
+      counts: async (o) =>
+        (await ready()).backend.jobCountByStatus({ tenant: requireTenant(o?.tenant) }),
+    },
+    dlq: {
+      list: async (o) => (await jobs()).listDeadLetters(o),
+      replay: async (id, o) => (await jobs()).replayDeadLetter(id, o),
+    },
+    createWorker(o = {}) {
+      const { handlers: own, ...rest } = o;
+      const lazy = new LazyWorker(execDeps, {
+        ...rest,
+        handlers:
+          (own as Record<string, JobHandler<never>>) ??
+          (handlers as Record<string, JobHandler<never>>),
+      });
+      workers.add(lazy);
+      return lazy;
+    },
+    async processBatch(o) {
+      return processBatch(await execDeps(), handlers, o);
+    },
+    async reapOnce() {
+      return new Reaper(await execDeps(), 0).runOnce();
+    },
+    async pruneOnce() {
+      const { backend } = await ready();
+      const now = clock.now();
+      let total = 0;
+      for (;;) {
+        const n = await backend.jobPrune({
+          succeededBefore: now - config.retention.succeededMs,
+          failedBefore: now - config.retention.failedMs,
+          limit: 1000,
+        });
+        total += n;
+        if (n < 1000) return total;
+      }
+    },
+    async ping() {
+      await (await ready()).store.ping();
+    },
+    internals: {
+      store: async () => (await ready()).store,
+      backend: async () => (await ready()).backend,
+      systemDb: async () => (await ready()).store.systemDb,
+      handlers,
+      logger,
+      clock,
+      ids,
+    },
+  };
+  return docket;
+}
+
+/** Creates a Docket from environment variables (the service and CLI use this). */
+export function createDocketFromEnv<M extends JobMap = JobMap>(
+  extra: Omit<CreateDocketOptions<M>, keyof DocketOptions> = {},
+): Docket<M> {
+  return createDocket<M>({ ...optionsFromEnv(), ...extra });
+}
+
+/** A worker whose construction waits for the store (createWorker is synchronous). */
+class LazyWorker implements Worker {
+  private inner: JobWorker | undefined;
+  private starting: Promise<JobWorker> | undefined;
+  readonly id: string;
+
+  constructor(
+    private readonly deps: () => Promise<ExecutionDeps>,
+    private readonly options: WorkerOptions,
+  ) {
+    this.id = options.workerId ?? `${process.pid}:${Math.random().toString(36).slice(2, 8)}`;
+  }
+
+  get running(): number {
+    return this.inner?.running ?? 0;
+  }
+
+  private get(): Promise<JobWorker> {
+    this.starting ??= this.deps().then(
+      (d) => (this.inner = new JobWorker(d, { ...this.options, workerId: this.id })),
+    );
+    return this.starting;
+  }
+
+  async start(): Promise<void> {
+    await (await this.get()).start();
+  }
+
+  async runOnce(): Promise<number> {
+    return (await this.get()).runOnce();
+  }
+
+  async stop(o?: { deadlineMs?: number }): Promise<void> {
+    if (this.starting) await (await this.starting).stop(o);
+  }
+}

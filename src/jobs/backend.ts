@@ -1,0 +1,154 @@
+import type { DlqItem, Job, JobError, JobListFilter, NewJob, Page } from './types.js';
+import type { TenantTransaction } from '../store/index.js';
+
+/** What a backend can do; core code asks these rather than naming a backend. */
+export interface JobBackendCapabilities {
+  /** Wake-ups reach other processes (LISTEN/NOTIFY). */
+  crossProcessWakeups: boolean;
+}
+
+/** Parameters of a claim. */
+export interface JobClaimBatchParams {
+  /** Worker id written to `locked_by`. */
+  workerId: string;
+  /** Maximum jobs to claim. */
+  limit: number;
+  /** Current time, epoch ms. */
+  now: number;
+  /** Lease length, ms. */
+  leaseMs: number;
+  /** Only these types (none = all). */
+  types?: readonly string[];
+  /** Never these types. */
+  excludeTypes?: readonly string[];
+  /** Only these queues (none = all). */
+  queues?: readonly string[];
+  /** Only this tenant. */
+  tenant?: string;
+}
+
+/** One job's completion. */
+export interface JobCompletion {
+  /** Job id. */
+  id: string;
+  /** JSON-encoded result, or null. */
+  resultJson: string | null;
+}
+
+/** A failed attempt to record. */
+export interface JobFailureParams {
+  /** Job id. */
+  id: string;
+  /** Worker that held the lease. */
+  workerId: string;
+  /** The error. */
+  error: JobError;
+  /** Current time. */
+  now: number;
+}
+
+/** Insert outcome per job, in input order. */
+export type JobInsertOutcome =
+  { kind: 'inserted'; job: Job } | { kind: 'existing'; job: Job; payloadHash: string };
+
+/** A job after a guarded operator transition, and whether the transition happened. */
+export interface JobChange {
+  job: Job;
+  changed: boolean;
+}
+
+/** Audit row written in the same transaction as a state change. */
+export interface AuditEntry {
+  id: string;
+  tenantId: string;
+  action: string;
+  resourceType: string;
+  resourceId: string;
+  actor: string;
+  traceId: string;
+  data: Record<string, unknown>;
+  createdAt: number;
+}
+
+/**
+ * Storage of jobs for one dialect. Every method is one guarded state change (or read) and
+ * returns what actually happened; callers never assume a transition took place.
+ */
+export interface JobBackend {
+  /** Capabilities of this backend. */
+  readonly capabilities: JobBackendCapabilities;
+  /** Inserts jobs for one tenant; a repeated idempotency key returns the existing job. */
+  jobInsertMany(p: {
+    tenant: string;
+    jobs: NewJob[];
+    tx?: TenantTransaction;
+  }): Promise<JobInsertOutcome[]>;
+  /** Atomically claims up to `limit` due jobs, highest priority first. */
+  jobClaimBatch(p: JobClaimBatchParams): Promise<Job[]>;
+  /** Completes jobs still leased to `workerId`; returns the ids that were completed. */
+  jobCompleteMany(p: { workerId: string; items: JobCompletion[]; now: number }): Promise<string[]>;
+  /** Returns a leased job to `pending` for a retry at `availableAt`; false if the lease was lost. */
+  jobRetry(p: JobFailureParams & { availableAt: number }): Promise<boolean>;
+  /** Step 1 of the DLQ sequence: `processing → dlq_pending`; false if the lease was lost. */
+  jobDeadLetterBegin(p: JobFailureParams): Promise<boolean>;
+  /** Step 2: writes the DLQ item and audit row and moves `dlq_pending → dlq_recorded`, atomically. */
+  jobDeadLetterRecord(p: {
+    id: string;
+    now: number;
+    dlqItemId: string;
+    audit: AuditEntry;
+  }): Promise<boolean>;
+  /** Step 3: `dlq_recorded → failed`. */
+  jobDeadLetterFinish(p: { id: string; now: number }): Promise<boolean>;
+  /** Jobs stuck between DLQ steps (after a crash). */
+  jobDeadLetterStuck(p: {
+    limit: number;
+  }): Promise<Array<{ id: string; tenantId: string; status: string }>>;
+  /** Extends leases of jobs still held by `workerId`; returns the ids still held. */
+  jobHeartbeat(p: {
+    workerId: string;
+    ids: string[];
+    leaseUntil: number;
+    now: number;
+  }): Promise<string[]>;
+  /** Returns unstarted or abandoned jobs to `pending` without counting an attempt. */
+  jobRelease(p: { workerId: string; ids: string[]; now: number }): Promise<string[]>;
+  /** Expired leases: requeues those with attempts left, begins DLQ for the rest. */
+  jobReapExpired(p: {
+    now: number;
+    limit: number;
+  }): Promise<{ requeued: string[]; deadLettered: string[] }>;
+  /** One job of a tenant, or null. */
+  jobGet(p: { tenant: string; id: string }): Promise<Job | null>;
+  /** A page of a tenant's jobs, newest first. */
+  jobList(p: { tenant: string; filter: JobListFilter }): Promise<Page<Job>>;
+  /** Cancels a pending or processing job with its audit row; null if not found. */
+  jobCancel(p: {
+    tenant: string;
+    id: string;
+    now: number;
+    audit: AuditEntry;
+  }): Promise<JobChange | null>;
+  /** Re-queues a failed (dead) or canceled job with fresh attempts, audited. */
+  jobReplay(p: {
+    tenant: string;
+    id: string;
+    now: number;
+    audit: AuditEntry;
+    requireDead: boolean;
+  }): Promise<JobChange | null>;
+  /** A page of a tenant's DLQ items not yet replayed, newest first. */
+  dlqList(p: { tenant: string; cursor?: string; limit: number }): Promise<Page<DlqItem>>;
+  /** Deletes finished jobs older than the cutoffs (never unreplayed DLQ jobs). */
+  jobPrune(p: { succeededBefore: number; failedBefore: number; limit: number }): Promise<number>;
+  /** Counts by status for one tenant (or all, for the operator). */
+  jobCountByStatus(p: { tenant?: string }): Promise<Record<string, number>>;
+  /** Registers a wake-up callback fired when jobs may have become available. */
+  onJobsAvailable(listener: () => void): () => void;
+  /** Wakes this process's listeners (after a commit that made jobs available). */
+  notifyJobsAvailable(): void;
+  /** Starts listening for cross-process wake-ups (PostgreSQL LISTEN). */
+  start(): Promise<void>;
+  /** Stops listening. */
+  stop(): Promise<void>;
+}

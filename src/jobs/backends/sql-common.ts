@@ -1,0 +1,413 @@
+import { EventEmitter } from 'node:events';
+import { sql, type Transaction } from 'kysely';
+import { isUuid } from '../../core/ids.js';
+import type { DocketDatabase, StoreBase, TenantTransaction } from '../../store/index.js';
+import type {
+  AuditEntry,
+  JobBackendCapabilities,
+  JobChange,
+  JobInsertOutcome,
+} from '../backend.js';
+import type { DlqItem, Job, JobListFilter, NewJob, Page } from '../types.js';
+import {
+  decodeCursor,
+  encodeCursor,
+  rowToDlqItem,
+  rowToJob,
+  type DlqRow,
+  type JobRow,
+} from './rows.js';
+
+const INSERT_CHUNK = 1000;
+
+/**
+ * The part of the SQL backends that Kysely expresses identically on every dialect: inserts,
+ * reads, operator transitions and the DLQ bookkeeping. Hot paths live in the dialect files.
+ * Every tenant-facing query filters by tenant explicitly, and on PostgreSQL also runs inside
+ * a tenant transaction so row-level security applies as a second wall.
+ */
+export abstract class SqlJobBackendBase {
+  private readonly wakeups = new EventEmitter();
+  abstract readonly capabilities: JobBackendCapabilities;
+
+  constructor(protected readonly store: StoreBase) {
+    this.wakeups.setMaxListeners(0);
+  }
+
+  /** Inserts jobs; repeated idempotency keys resolve to the existing job. */
+  async jobInsertMany(p: {
+    tenant: string;
+    jobs: NewJob[];
+    tx?: TenantTransaction;
+  }): Promise<JobInsertOutcome[]> {
+    const run = async (trx: Transaction<DocketDatabase>): Promise<JobInsertOutcome[]> => {
+      const inserted = new Map<string, JobRow>();
+      for (let i = 0; i < p.jobs.length; i += INSERT_CHUNK) {
+        const chunk = p.jobs.slice(i, i + INSERT_CHUNK);
+        const rows = await trx
+          .insertInto('jobs')
+          .values(
+            chunk.map((j) => ({
+              id: j.id,
+              tenant_id: p.tenant,
+              queue: j.queue,
+              type: j.type,
+              payload: j.payloadJson,
+              payload_hash: j.payloadHash,
+              priority: j.priority,
+              status: 'pending',
+              available_at: j.availableAt,
+              attempts: 0,
+              max_attempts: j.maxAttempts,
+              idempotency_key: j.idempotencyKey,
+              trace_id: j.traceId,
+              timeout_ms: j.timeoutMs,
+              created_at: j.createdAt,
+              updated_at: j.createdAt,
+            })),
+          )
+          .onConflict((oc) =>
+            oc
+              .columns(['tenant_id', 'idempotency_key'])
+              .where('idempotency_key', 'is not', null)
+              .doNothing(),
+          )
+          .returningAll()
+          .execute();
+        for (const r of rows) inserted.set(r.id, r as JobRow);
+      }
+      const missingKeys = p.jobs
+        .filter((j) => !inserted.has(j.id))
+        .map((j) => j.idempotencyKey as string);
+      const existing = new Map<string, JobRow & { payload_hash: string }>();
+      for (let i = 0; i < missingKeys.length; i += INSERT_CHUNK) {
+        const rows = await trx
+          .selectFrom('jobs')
+          .selectAll()
+          .where('tenant_id', '=', p.tenant)
+          .where('idempotency_key', 'in', missingKeys.slice(i, i + INSERT_CHUNK))
+          .execute();
+        for (const r of rows)
+          existing.set(r.idempotency_key as string, r as JobRow & { payload_hash: string });
+      }
+      return p.jobs.map((j): JobInsertOutcome => {
+        const row = inserted.get(j.id);
+        if (row) return { kind: 'inserted', job: rowToJob(row) };
+        const prior = existing.get(j.idempotencyKey as string);
+        if (!prior) throw new Error(`job ${j.id} was neither inserted nor found by its key`);
+        return { kind: 'existing', job: rowToJob(prior), payloadHash: prior.payload_hash };
+      });
+    };
+    if (p.tx) return run(p.tx);
+    const out = await this.store.withTenantTransaction(p.tenant, run);
+    this.notifyJobsAvailable();
+    return out;
+  }
+
+  /** One job of a tenant. */
+  async jobGet(p: { tenant: string; id: string }): Promise<Job | null> {
+    if (!isUuid(p.id)) return null;
+    return this.store.withTenantTransaction(p.tenant, async (trx) => {
+      const row = await trx
+        .selectFrom('jobs')
+        .selectAll()
+        .where('tenant_id', '=', p.tenant)
+        .where('id', '=', p.id)
+        .executeTakeFirst();
+      return row ? rowToJob(row as JobRow) : null;
+    });
+  }
+
+  /** A page of a tenant's jobs, newest first. */
+  async jobList(p: { tenant: string; filter: JobListFilter }): Promise<Page<Job>> {
+    const limit = p.filter.limit ?? 50;
+    const after = p.filter.cursor ? decodeCursor(p.filter.cursor) : undefined;
+    return this.store.withTenantTransaction(p.tenant, async (trx) => {
+      let q = trx.selectFrom('jobs').selectAll().where('tenant_id', '=', p.tenant);
+      if (p.filter.status?.length) q = q.where('status', 'in', p.filter.status);
+      if (p.filter.type) q = q.where('type', '=', p.filter.type);
+      if (p.filter.queue) q = q.where('queue', '=', p.filter.queue);
+      if (after) q = q.where('id', '<', after);
+      const rows = (await q
+        .orderBy('id', 'desc')
+        .limit(limit + 1)
+        .execute()) as JobRow[];
+      const items = rows.slice(0, limit).map(rowToJob);
+      const last = items[items.length - 1];
+      return { items, nextCursor: rows.length > limit && last ? encodeCursor(last.id) : null };
+    });
+  }
+
+  /** Cancels a pending or processing job (guarded) with its audit row. */
+  async jobCancel(p: {
+    tenant: string;
+    id: string;
+    now: number;
+    audit: AuditEntry;
+  }): Promise<JobChange | null> {
+    if (!isUuid(p.id)) return null;
+    return this.store.withTenantTransaction(p.tenant, async (trx) => {
+      const row = await trx
+        .updateTable('jobs')
+        .set({
+          status: 'canceled',
+          locked_by: null,
+          locked_at: null,
+          lease_until: null,
+          finished_at: p.now,
+          updated_at: p.now,
+        })
+        .where('tenant_id', '=', p.tenant)
+        .where('id', '=', p.id)
+        .where('status', 'in', ['pending', 'processing'])
+        .returningAll()
+        .executeTakeFirst();
+      if (!row) return this.unchanged(trx, p.tenant, p.id);
+      await this.insertAudit(trx, p.audit);
+      return { job: rowToJob(row as JobRow), changed: true };
+    });
+  }
+
+  /** Re-queues a dead (failed) or canceled job with a fresh attempt budget, audited. */
+  async jobReplay(p: {
+    tenant: string;
+    id: string;
+    now: number;
+    audit: AuditEntry;
+    requireDead: boolean;
+  }): Promise<JobChange | null> {
+    if (!isUuid(p.id)) return null;
+    return this.store
+      .withTenantTransaction(p.tenant, async (trx) => {
+        const from = p.requireDead ? ['failed'] : ['failed', 'canceled'];
+        const row = await trx
+          .updateTable('jobs')
+          .set({
+            status: 'pending',
+            attempts: 0,
+            available_at: p.now,
+            finished_at: null,
+            updated_at: p.now,
+          })
+          .where('tenant_id', '=', p.tenant)
+          .where('id', '=', p.id)
+          .where('status', 'in', from)
+          .returningAll()
+          .executeTakeFirst();
+        if (!row) return this.unchanged(trx, p.tenant, p.id);
+        await trx
+          .updateTable('dlq_items')
+          .set({ replayed_at: p.now })
+          .where('tenant_id', '=', p.tenant)
+          .where('job_id', '=', p.id)
+          .where('replayed_at', 'is', null)
+          .execute();
+        await this.insertAudit(trx, p.audit);
+        return { job: rowToJob(row as JobRow), changed: true };
+      })
+      .finally(() => this.notifyJobsAvailable());
+  }
+
+  /** A page of a tenant's unreplayed DLQ items, newest first. */
+  async dlqList(p: { tenant: string; cursor?: string; limit: number }): Promise<Page<DlqItem>> {
+    const after = p.cursor ? decodeCursor(p.cursor) : undefined;
+    return this.store.withTenantTransaction(p.tenant, async (trx) => {
+      let q = trx
+        .selectFrom('dlq_items')
+        .selectAll()
+        .where('tenant_id', '=', p.tenant)
+        .where('replayed_at', 'is', null);
+      if (after) q = q.where('id', '<', after);
+      const rows = (await q
+        .orderBy('id', 'desc')
+        .limit(p.limit + 1)
+        .execute()) as DlqRow[];
+      const items = rows.slice(0, p.limit).map(rowToDlqItem);
+      const last = items[items.length - 1];
+      return { items, nextCursor: rows.length > p.limit && last ? encodeCursor(last.id) : null };
+    });
+  }
+
+  /** DLQ step 2: item + audit + `dlq_pending → dlq_recorded`, all or nothing. */
+  async jobDeadLetterRecord(p: {
+    id: string;
+    now: number;
+    dlqItemId: string;
+    audit: AuditEntry;
+  }): Promise<boolean> {
+    return this.store.withSystemTransaction(async (trx) => {
+      const job = await trx
+        .updateTable('jobs')
+        .set({ status: 'dlq_recorded', updated_at: p.now })
+        .where('id', '=', p.id)
+        .where('status', '=', 'dlq_pending')
+        .returningAll()
+        .executeTakeFirst();
+      if (!job) return false;
+      // A replayed-then-dead-again job already has an item: reopen it rather than add a second.
+      await trx
+        .insertInto('dlq_items')
+        .values({
+          id: p.dlqItemId,
+          tenant_id: job.tenant_id,
+          job_id: job.id,
+          type: job.type,
+          queue: job.queue,
+          attempts: job.attempts,
+          last_error: job.last_error,
+          trace_id: job.trace_id,
+          created_at: p.now,
+          replayed_at: null,
+        })
+        .onConflict((oc) =>
+          oc.column('job_id').doUpdateSet({
+            attempts: job.attempts,
+            last_error: job.last_error,
+            created_at: p.now,
+            replayed_at: null,
+          }),
+        )
+        .execute();
+      await this.insertAudit(trx, {
+        ...p.audit,
+        tenantId: job.tenant_id,
+        traceId: job.trace_id,
+        data: {
+          ...p.audit.data,
+          type: job.type,
+          attempts: job.attempts,
+          lastError: job.last_error,
+        },
+      });
+      return true;
+    });
+  }
+
+  /** DLQ step 3: `dlq_recorded → failed`. */
+  async jobDeadLetterFinish(p: { id: string; now: number }): Promise<boolean> {
+    const res = await this.store.systemDb
+      .updateTable('jobs')
+      .set({ status: 'failed', finished_at: p.now, updated_at: p.now })
+      .where('id', '=', p.id)
+      .where('status', '=', 'dlq_recorded')
+      .executeTakeFirst();
+    return Number(res.numUpdatedRows) === 1;
+  }
+
+  /** Jobs left between DLQ steps by a crash. */
+  async jobDeadLetterStuck(p: {
+    limit: number;
+  }): Promise<Array<{ id: string; tenantId: string; status: string }>> {
+    const rows = await this.store.systemDb
+      .selectFrom('jobs')
+      .select(['id', 'tenant_id', 'status'])
+      .where('status', 'in', ['dlq_pending', 'dlq_recorded'])
+      .limit(p.limit)
+      .execute();
+    return rows.map((r) => ({ id: r.id, tenantId: r.tenant_id, status: r.status }));
+  }
+
+  /** Deletes old finished jobs, keeping dead jobs whose DLQ item was not replayed. */
+  async jobPrune(p: {
+    succeededBefore: number;
+    failedBefore: number;
+    limit: number;
+  }): Promise<number> {
+    const db = this.store.systemDb;
+    const ids = await db
+      .selectFrom('jobs')
+      .select('id')
+      .where((eb) =>
+        eb.or([
+          eb.and([
+            eb('status', 'in', ['succeeded', 'canceled']),
+            eb('finished_at', '<', p.succeededBefore),
+          ]),
+          eb.and([
+            eb('status', '=', 'failed'),
+            eb('finished_at', '<', p.failedBefore),
+            eb.not(
+              eb.exists(
+                eb
+                  .selectFrom('dlq_items')
+                  .select('dlq_items.id')
+                  .whereRef('dlq_items.job_id', '=', 'jobs.id')
+                  .where('dlq_items.replayed_at', 'is', null),
+              ),
+            ),
+          ]),
+        ]),
+      )
+      .limit(p.limit)
+      .execute();
+    if (ids.length === 0) return 0;
+    const res = await db
+      .deleteFrom('jobs')
+      .where(
+        'id',
+        'in',
+        ids.map((r) => r.id),
+      )
+      .where('status', 'in', ['succeeded', 'canceled', 'failed'])
+      .executeTakeFirst();
+    return Number(res.numDeletedRows);
+  }
+
+  /** Counts jobs by status. */
+  async jobCountByStatus(p: { tenant?: string }): Promise<Record<string, number>> {
+    const query = (trx: Transaction<DocketDatabase>) => {
+      let q = trx
+        .selectFrom('jobs')
+        .select(['status', sql<number>`count(*)`.as('n')])
+        .groupBy('status');
+      if (p.tenant) q = q.where('tenant_id', '=', p.tenant);
+      return q.execute();
+    };
+    const rows = p.tenant
+      ? await this.store.withTenantTransaction(p.tenant, query)
+      : await this.store.withSystemTransaction(query);
+    return Object.fromEntries(rows.map((r) => [r.status, Number(r.n)]));
+  }
+
+  /** Subscribes to wake-ups. */
+  onJobsAvailable(listener: () => void): () => void {
+    this.wakeups.on('available', listener);
+    return () => this.wakeups.off('available', listener);
+  }
+
+  /** Wakes in-process listeners. */
+  notifyJobsAvailable(): void {
+    this.wakeups.emit('available');
+  }
+
+  protected async insertAudit(trx: Transaction<DocketDatabase>, a: AuditEntry): Promise<void> {
+    await trx
+      .insertInto('audit_logs')
+      .values({
+        id: a.id,
+        tenant_id: a.tenantId,
+        action: a.action,
+        resource_type: a.resourceType,
+        resource_id: a.resourceId,
+        actor: a.actor,
+        trace_id: a.traceId,
+        data: JSON.stringify(a.data),
+        created_at: a.createdAt,
+      })
+      .execute();
+  }
+
+  private async unchanged(
+    trx: Transaction<DocketDatabase>,
+    tenant: string,
+    id: string,
+  ): Promise<JobChange | null> {
+    const row = await trx
+      .selectFrom('jobs')
+      .selectAll()
+      .where('tenant_id', '=', tenant)
+      .where('id', '=', id)
+      .executeTakeFirst();
+    return row ? { job: rowToJob(row as JobRow), changed: false } : null;
+  }
+}

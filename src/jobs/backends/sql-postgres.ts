@@ -1,0 +1,271 @@
+import pg from 'pg';
+import type { Logger } from '../../core/logger.js';
+import type { PostgresStore } from '../../store/index.js';
+import type {
+  JobBackend,
+  JobBackendCapabilities,
+  JobClaimBatchParams,
+  JobCompletion,
+  JobFailureParams,
+} from '../backend.js';
+import type { Job } from '../types.js';
+import { rowToJob, type JobRow } from './rows.js';
+import { SqlJobBackendBase } from './sql-common.js';
+
+// Hot-path statements, one each, prepared by name so PostgreSQL plans them once per connection.
+// They run on the system pool (role docket_system): claiming is the engine's explicit
+// cross-tenant operation; tenant-facing reads go through RLS-scoped tenant transactions.
+
+// Claim: a CTE picks due rows in priority order with FOR UPDATE SKIP LOCKED, so concurrent
+// claimers never block on or double-claim a row, then one UPDATE leases them. The unfiltered
+// variant is kept separate from the filtered one so the common path gets a plan that walks the
+// partial index jobs_claim directly (a single "($n is null or ...)" statement made the generic
+// plan fall back to a sort of all pending rows).
+const CLAIM_ALL = `
+with picked as (
+  select id from jobs
+  where status = 'pending' and available_at <= $1
+  order by priority, available_at, id
+  limit $2
+  for update skip locked
+)
+update jobs j
+set status = 'processing', attempts = j.attempts + 1, locked_by = $3, locked_at = $1,
+    lease_until = $1 + $4::bigint, updated_at = $1
+from picked where j.id = picked.id
+returning j.*`;
+
+const CLAIM_FILTERED = `
+with picked as (
+  select id from jobs
+  where status = 'pending' and available_at <= $1
+    and ($5::text[] is null or type = any($5))
+    and ($6::text[] is null or not (type = any($6)))
+    and ($7::text[] is null or queue = any($7))
+    and ($8::text is null or tenant_id = $8)
+  order by priority, available_at, id
+  limit $2
+  for update skip locked
+)
+update jobs j
+set status = 'processing', attempts = j.attempts + 1, locked_by = $3, locked_at = $1,
+    lease_until = $1 + $4::bigint, updated_at = $1
+from picked where j.id = picked.id
+returning j.*`;
+
+// Completion of many jobs in one round trip (workers batch completions that finish while the
+// previous batch is in flight). Guarded by lease holder and status (Q-4).
+const COMPLETE_MANY = `
+update jobs j
+set status = 'succeeded', result = v.result::jsonb, locked_by = null, locked_at = null,
+    lease_until = null, finished_at = $3, updated_at = $3
+from unnest($1::uuid[], $2::text[]) as v(id, result)
+where j.id = v.id and j.locked_by = $4 and j.status = 'processing'
+returning j.id`;
+
+const RETRY = `
+update jobs set status = 'pending', available_at = $3, last_error = $4::jsonb, locked_by = null,
+  locked_at = null, lease_until = null, updated_at = $5
+where id = $1 and locked_by = $2 and status = 'processing'`;
+
+const DLQ_BEGIN = `
+update jobs set status = 'dlq_pending', last_error = $3::jsonb, locked_by = null,
+  locked_at = null, lease_until = null, updated_at = $4
+where id = $1 and locked_by = $2 and status = 'processing'`;
+
+const HEARTBEAT = `
+update jobs set lease_until = $3, updated_at = $4
+where id = any($1::uuid[]) and locked_by = $2 and status = 'processing'
+returning id`;
+
+const RELEASE = `
+update jobs set status = 'pending', attempts = greatest(attempts - 1, 0), locked_by = null,
+  locked_at = null, lease_until = null, updated_at = $3
+where id = any($1::uuid[]) and locked_by = $2 and status = 'processing'
+returning id`;
+
+const REAP = `
+with expired as (
+  select id from jobs
+  where status = 'processing' and lease_until < $1
+  order by lease_until
+  limit $2
+  for update skip locked
+)
+update jobs j
+set status = case when j.attempts >= j.max_attempts then 'dlq_pending' else 'pending' end,
+    available_at = $1, locked_by = null, locked_at = null, lease_until = null, updated_at = $1,
+    last_error = jsonb_build_object('name', 'LEASE_EXPIRED',
+      'message', 'the worker''s lease expired before the job finished',
+      'attempt', j.attempts, 'at', $1::bigint)
+from expired where j.id = expired.id
+returning j.id, j.status`;
+
+const LISTEN_CHANNEL = 'docket_jobs';
+
+/** Jobs on PostgreSQL: SKIP LOCKED claims, batched completions, LISTEN/NOTIFY wake-ups. */
+export class PostgresJobBackend extends SqlJobBackendBase implements JobBackend {
+  readonly capabilities: JobBackendCapabilities = { crossProcessWakeups: true };
+  private listener: pg.Client | undefined;
+  private stopped = true;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly pgStore: PostgresStore,
+    private readonly logger: Logger,
+  ) {
+    super(pgStore);
+  }
+
+  private query(name: string, text: string, values: unknown[]) {
+    return this.pgStore.systemPool.query({ name, text, values });
+  }
+
+  /** Claims due jobs with SKIP LOCKED. */
+  async jobClaimBatch(p: JobClaimBatchParams): Promise<Job[]> {
+    const filtered = Boolean(
+      p.types?.length || p.excludeTypes?.length || p.queues?.length || p.tenant,
+    );
+    const res = filtered
+      ? await this.query('docket_claim_filtered', CLAIM_FILTERED, [
+          p.now,
+          p.limit,
+          p.workerId,
+          p.leaseMs,
+          p.types?.length ? p.types : null,
+          p.excludeTypes?.length ? p.excludeTypes : null,
+          p.queues?.length ? p.queues : null,
+          p.tenant ?? null,
+        ])
+      : await this.query('docket_claim', CLAIM_ALL, [p.now, p.limit, p.workerId, p.leaseMs]);
+    const jobs = (res.rows as JobRow[]).map(rowToJob);
+    return jobs.sort(
+      (a, b) => a.priority - b.priority || a.availableAt - b.availableAt || (a.id < b.id ? -1 : 1),
+    );
+  }
+
+  /** Completes many jobs in one statement. */
+  async jobCompleteMany(p: {
+    workerId: string;
+    items: JobCompletion[];
+    now: number;
+  }): Promise<string[]> {
+    const res = await this.query('docket_complete_many', COMPLETE_MANY, [
+      p.items.map((i) => i.id),
+      p.items.map((i) => i.resultJson),
+      p.now,
+      p.workerId,
+    ]);
+    return res.rows.map((r: { id: string }) => r.id);
+  }
+
+  /** Schedules a retry. */
+  async jobRetry(p: JobFailureParams & { availableAt: number }): Promise<boolean> {
+    const res = await this.query('docket_retry', RETRY, [
+      p.id,
+      p.workerId,
+      p.availableAt,
+      JSON.stringify(p.error),
+      p.now,
+    ]);
+    return res.rowCount === 1;
+  }
+
+  /** DLQ step 1. */
+  async jobDeadLetterBegin(p: JobFailureParams): Promise<boolean> {
+    const res = await this.query('docket_dlq_begin', DLQ_BEGIN, [
+      p.id,
+      p.workerId,
+      JSON.stringify(p.error),
+      p.now,
+    ]);
+    return res.rowCount === 1;
+  }
+
+  /** Extends leases. */
+  async jobHeartbeat(p: {
+    workerId: string;
+    ids: string[];
+    leaseUntil: number;
+    now: number;
+  }): Promise<string[]> {
+    const res = await this.query('docket_heartbeat', HEARTBEAT, [
+      p.ids,
+      p.workerId,
+      p.leaseUntil,
+      p.now,
+    ]);
+    return res.rows.map((r: { id: string }) => r.id);
+  }
+
+  /** Releases jobs back to pending. */
+  async jobRelease(p: { workerId: string; ids: string[]; now: number }): Promise<string[]> {
+    const res = await this.query('docket_release', RELEASE, [p.ids, p.workerId, p.now]);
+    return res.rows.map((r: { id: string }) => r.id);
+  }
+
+  /** Recovers expired leases. */
+  async jobReapExpired(p: {
+    now: number;
+    limit: number;
+  }): Promise<{ requeued: string[]; deadLettered: string[] }> {
+    const res = await this.query('docket_reap', REAP, [p.now, p.limit]);
+    const rows = res.rows as Array<{ id: string; status: string }>;
+    return {
+      requeued: rows.filter((r) => r.status === 'pending').map((r) => r.id),
+      deadLettered: rows.filter((r) => r.status === 'dlq_pending').map((r) => r.id),
+    };
+  }
+
+  /** Opens the LISTEN connection (reconnecting with backoff if it drops). */
+  async start(): Promise<void> {
+    this.stopped = false;
+    await this.connectListener(0);
+  }
+
+  private async connectListener(attempt: number): Promise<void> {
+    if (this.stopped) return;
+    const client = new pg.Client({
+      connectionString: this.pgStore.connectionString,
+      application_name: 'docket:listen',
+    });
+    const retry = (err: unknown) => {
+      client.removeAllListeners();
+      client.end().catch(() => undefined);
+      if (this.listener === client) this.listener = undefined;
+      if (this.stopped) return;
+      const delay = Math.min(30_000, 250 * 2 ** attempt);
+      this.logger.warn(
+        { err, delay },
+        'LISTEN connection lost; workers fall back to polling until it returns',
+      );
+      this.reconnectTimer = setTimeout(() => void this.connectListener(attempt + 1), delay);
+      this.reconnectTimer.unref();
+    };
+    client.on('error', retry);
+    client.on('notification', () => this.notifyJobsAvailable());
+    try {
+      await client.connect();
+      await client.query(`listen ${LISTEN_CHANNEL}`);
+      this.listener = client;
+      // Anything inserted while we were not listening is picked up by this wake-up.
+      this.notifyJobsAvailable();
+      attempt = 0;
+    } catch (err) {
+      retry(err);
+    }
+  }
+
+  /** Closes the LISTEN connection. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    const l = this.listener;
+    this.listener = undefined;
+    if (l) {
+      l.removeAllListeners();
+      l.on('error', () => undefined);
+      await l.end().catch(() => undefined);
+    }
+  }
+}

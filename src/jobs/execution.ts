@@ -1,0 +1,175 @@
+import type { DocketConfig } from '../config/index.js';
+import type { Clock } from '../core/clock.js';
+import { runWithContext } from '../core/context.js';
+import type { Logger } from '../core/logger.js';
+import type { JobBackend } from './backend.js';
+import { moveToDeadLetter, type DeadLetterDeps } from './dead-letter.js';
+import { PermanentJobError, RetryJobError } from './handler-errors.js';
+import type { JobHandler, JobTypeOptions } from './registry.js';
+import { backoffDelay } from './retry-policy.js';
+import type { Job, JobError } from './types.js';
+
+/** How one attempt ended. */
+export type AttemptOutcome =
+  | { kind: 'succeeded'; result: unknown }
+  | { kind: 'failed'; error: unknown; timedOut: boolean }
+  | { kind: 'abandoned'; reason: 'lease_lost' };
+
+/** Dependencies shared by the worker and on-demand batch processing. */
+export interface ExecutionDeps extends DeadLetterDeps {
+  backend: JobBackend;
+  config: DocketConfig;
+  clock: Clock;
+  logger: Logger;
+  /** Options of declared job types. */
+  typeOptions: (type: string) => JobTypeOptions | undefined;
+  /** Randomness for jitter (injectable for tests). */
+  random?: () => number;
+}
+
+/** A running attempt: settle() resolves once the outcome is known (timeout + grace at most). */
+export interface RunningAttempt {
+  /** Aborts the handler's signal (lease lost, cancel, shutdown). */
+  abort(reason: Error): void;
+  /** The attempt's outcome. */
+  outcome: Promise<AttemptOutcome>;
+}
+
+class LeaseLostError extends Error {
+  constructor() {
+    super('the lease on this job was lost (expired, taken over or canceled)');
+    this.name = 'LEASE_LOST';
+  }
+}
+
+class JobTimeoutError extends Error {
+  constructor(ms: number) {
+    super(`the job exceeded its timeout of ${ms} ms`);
+    this.name = 'JOB_TIMEOUT';
+  }
+}
+
+/** The error raised when a lease is lost mid-run. */
+export const leaseLostError = (): Error => new LeaseLostError();
+
+/**
+ * Runs one attempt of `job` with its handler: the AbortSignal fires at the timeout, and if the
+ * handler has not settled `graceMs` later the attempt is recorded as timed out and its slot is
+ * freed even though the handler may still be running.
+ */
+export function startAttempt(
+  deps: ExecutionDeps,
+  job: Job,
+  handler: JobHandler<unknown>,
+): RunningAttempt {
+  const typeOpts = deps.typeOptions(job.type);
+  const timeoutMs = job.timeoutMs ?? typeOpts?.timeoutMs ?? deps.config.jobs.timeoutMs;
+  const graceMs = typeOpts?.graceMs ?? deps.config.jobs.graceMs;
+  const controller = new AbortController();
+  let graceTimer: NodeJS.Timeout | undefined;
+  let settleEarly: ((o: AttemptOutcome) => void) | undefined;
+  const early = new Promise<AttemptOutcome>((resolve) => (settleEarly = resolve));
+
+  const armGrace = () => {
+    graceTimer ??= setTimeout(() => {
+      const reason = controller.signal.reason as unknown;
+      settleEarly?.(
+        reason instanceof LeaseLostError
+          ? { kind: 'abandoned', reason: 'lease_lost' }
+          : { kind: 'failed', error: reason, timedOut: true },
+      );
+    }, graceMs);
+  };
+  const timeoutTimer = setTimeout(() => {
+    controller.abort(new JobTimeoutError(timeoutMs));
+    armGrace();
+  }, timeoutMs);
+
+  const logger = deps.logger.child({
+    jobId: job.id,
+    type: job.type,
+    tenant: job.tenantId,
+    traceId: job.traceId,
+  });
+  const run = (async (): Promise<AttemptOutcome> => {
+    try {
+      const result = await runWithContext({ tenant: job.tenantId, traceId: job.traceId }, () =>
+        handler({
+          job,
+          payload: job.payload,
+          signal: controller.signal,
+          tenant: job.tenantId,
+          traceId: job.traceId,
+          attempt: job.attempts,
+          logger,
+        }),
+      );
+      if (controller.signal.reason instanceof LeaseLostError)
+        return { kind: 'abandoned', reason: 'lease_lost' };
+      return { kind: 'succeeded', result };
+    } catch (error) {
+      const reason = controller.signal.reason as unknown;
+      if (reason instanceof LeaseLostError) return { kind: 'abandoned', reason: 'lease_lost' };
+      if (reason instanceof JobTimeoutError)
+        return { kind: 'failed', error: reason, timedOut: true };
+      return { kind: 'failed', error, timedOut: false };
+    }
+  })();
+
+  const outcome = Promise.race([run, early]).finally(() => {
+    clearTimeout(timeoutTimer);
+    if (graceTimer) clearTimeout(graceTimer);
+  });
+  return {
+    abort(reason: Error) {
+      if (!controller.signal.aborted) controller.abort(reason);
+      armGrace();
+    },
+    outcome,
+  };
+}
+
+/** Turns a thrown value into the stored error shape. */
+export function toJobError(error: unknown, attempt: number, now: number): JobError {
+  const e = error instanceof Error ? error : new Error(String(error));
+  return {
+    name: e.name,
+    message: e.message.slice(0, 2000),
+    permanent: error instanceof PermanentJobError ? true : undefined,
+    attempt,
+    at: now,
+  };
+}
+
+/**
+ * Records a failed attempt: a retry at the handler's requested time or on the backoff schedule,
+ * or the dead-letter queue when the error is permanent or the attempts are spent. Returns what
+ * happened, or 'lost' when the lease was no longer ours (nothing written).
+ */
+export async function recordFailure(
+  deps: ExecutionDeps,
+  job: Job,
+  workerId: string,
+  error: unknown,
+): Promise<'retried' | 'dead' | 'lost'> {
+  const now = deps.clock.now();
+  const jobError = toJobError(error, job.attempts, now);
+  const exhausted = job.attempts >= job.maxAttempts;
+  if (error instanceof PermanentJobError || exhausted) {
+    const moved = await moveToDeadLetter(deps, { id: job.id, workerId, error: jobError });
+    return moved ? 'dead' : 'lost';
+  }
+  const policy = { ...deps.config.jobs.retry, ...deps.typeOptions(job.type)?.retry };
+  const availableAt =
+    error instanceof RetryJobError
+      ? Math.max(now, error.retryAt)
+      : now + backoffDelay(policy, job.attempts, deps.random);
+  const ok = await deps.backend.jobRetry({
+    id: job.id,
+    workerId,
+    error: jobError,
+    now,
+    availableAt,
+  });
+  return ok ? 'retried' : 'lost';
+}

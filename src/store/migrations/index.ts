@@ -1,0 +1,16 @@
+import { m001Foundation } from './001-foundation.js';
+
+/** A numbered, never-edited migration with one statement list per dialect. */
+export interface DocketMigration {
+  /** Sortable name, e.g. `001-foundation`. */
+  name: string;
+  /** Statements for PostgreSQL, run in order in one transaction. */
+  postgres: readonly string[];
+  /** Statements for SQLite, run in order in one transaction. */
+  sqlite: readonly string[];
+  /** The documented down path (only the latest release's migration must have one). */
+  down: { postgres: readonly string[]; sqlite: readonly string[] };
+}
+
+/** Every migration, in order. Append; never edit a released one. */
+export const MIGRATIONS: readonly DocketMigration[] = [m001Foundation];

@@ -1,0 +1,167 @@
+import { Kysely, PostgresDialect, sql, type Transaction } from 'kysely';
+import pg from 'pg';
+import type { StoreConfig } from '../config/index.js';
+import { DocketError } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
+import type { StoreBase, StoreCapabilities } from './index.js';
+import { runMigrations } from './migrator.js';
+import type { DocketDatabase } from './schema.js';
+
+/** Role every tenant-scoped connection runs as; row-level security applies to it. */
+export const APP_ROLE = 'docket_app';
+/** Role the engine runs as for explicit cross-tenant work (claiming, reaping, pruning). */
+export const SYSTEM_ROLE = 'docket_system';
+
+const INT8_OID = 20;
+const JSON_OID = 114;
+const JSONB_OID = 3802;
+
+// bigint epoch-ms columns become numbers; JSON stays text so backends decode it in one place.
+const typeParsers = {
+  getTypeParser(oid: number, format?: 'text' | 'binary') {
+    if (oid === INT8_OID) return (v: string) => Number(v);
+    if (oid === JSON_OID || oid === JSONB_OID) return (v: string) => v;
+    return pg.types.getTypeParser(oid, format ?? 'text');
+  },
+} as unknown as pg.CustomTypesConfig;
+
+/** PostgreSQL store: two pools (tenant role and system role) and a listener connection. */
+export interface PostgresStore extends StoreBase {
+  /** Dialect tag. */
+  readonly dialect: 'postgres';
+  /** Pool whose connections run as the system role; hot paths use it with prepared statements. */
+  readonly systemPool: pg.Pool;
+  /** Pool whose connections run as the application role (RLS applies). */
+  readonly tenantPool: pg.Pool;
+  /** Connection settings for dedicated clients (LISTEN). */
+  readonly connectionString: string;
+}
+
+function makePool(url: string, role: string, max: number, logger: Logger): pg.Pool {
+  const pool = new pg.Pool({
+    connectionString: url,
+    max,
+    types: typeParsers,
+    options: `-c role=${role}`,
+    application_name: `docket:${role}`,
+  });
+  pool.on('error', (err) => logger.warn({ err, role }, 'idle PostgreSQL connection failed'));
+  return pool;
+}
+
+/** Opens (without migrating) a PostgreSQL store. */
+export async function openPostgresStore(
+  config: Extract<StoreConfig, { dialect: 'postgres' }>,
+  logger: Logger,
+): Promise<PostgresStore> {
+  const systemPool = makePool(config.url, SYSTEM_ROLE, config.poolSize, logger);
+  const tenantPool = makePool(config.url, APP_ROLE, config.poolSize, logger);
+  const systemDb = new Kysely<DocketDatabase>({
+    dialect: new PostgresDialect({ pool: systemPool }),
+  });
+  const tenantDb = new Kysely<DocketDatabase>({
+    dialect: new PostgresDialect({ pool: tenantPool }),
+  });
+  const capabilities: StoreCapabilities = {
+    supportsListenNotify: true,
+    supportsSkipLocked: true,
+    supportsRowLevelSecurity: true,
+  };
+
+  return {
+    dialect: 'postgres',
+    capabilities,
+    systemDb,
+    systemPool,
+    tenantPool,
+    connectionString: config.url,
+    async withTenantTransaction<T>(
+      tenant: string,
+      fn: (trx: Transaction<DocketDatabase>) => Promise<T>,
+    ) {
+      return translate(() =>
+        tenantDb.transaction().execute(async (trx) => {
+          await sql`select set_config('app.current_tenant', ${tenant}, true)`.execute(trx);
+          return fn(trx);
+        }),
+      );
+    },
+    async withSystemTransaction<T>(fn: (trx: Transaction<DocketDatabase>) => Promise<T>) {
+      return translate(() => systemDb.transaction().execute(fn));
+    },
+    async migrate() {
+      // Roles and migrations need the connecting user itself (not the limited roles).
+      const admin = new pg.Pool({ connectionString: config.url, max: 1, types: typeParsers });
+      const adminDb = new Kysely<DocketDatabase>({ dialect: new PostgresDialect({ pool: admin }) });
+      try {
+        await ensureRoles(admin);
+        return await runMigrations(adminDb, 'postgres');
+      } finally {
+        await adminDb.destroy();
+      }
+    },
+    async ping() {
+      await translate(() => systemPool.query('select 1'));
+    },
+    async close() {
+      await Promise.all([systemDb.destroy(), tenantDb.destroy()]);
+    },
+  };
+}
+
+/** Creates the two roles (if the user may) and lets the connecting user switch to them. */
+async function ensureRoles(pool: pg.Pool): Promise<void> {
+  for (const role of [APP_ROLE, SYSTEM_ROLE]) {
+    const exists = await pool.query('select 1 from pg_roles where rolname = $1', [role]);
+    if (exists.rowCount === 0) {
+      try {
+        await pool.query(`create role ${role} nologin`);
+      } catch (err) {
+        // Another process created it between our check and create: fine.
+        const code = (err as { code?: string }).code;
+        if (code !== '42710' && code !== '23505') {
+          throw new DocketError(
+            'STORE_UNAVAILABLE',
+            `cannot create role ${role}; create it (NOLOGIN) and grant it to the Docket user`,
+            {},
+            { cause: err },
+          );
+        }
+      }
+    }
+    const member = await pool.query(
+      `select pg_has_role(current_user, $1, 'MEMBER') as ok, (select rolsuper from pg_roles where rolname = current_user) as su`,
+      [role],
+    );
+    const row = member.rows[0] as { ok: boolean; su: boolean };
+    if (!row.ok && !row.su) await pool.query(`grant ${role} to current_user`);
+  }
+}
+
+const CONNECTION_CODES = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'ETIMEDOUT',
+  '57P01',
+  '57P03',
+  '08006',
+  '08001',
+]);
+
+/** Translates connection-level driver errors into STORE_UNAVAILABLE at the driver boundary. */
+async function translate<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code && CONNECTION_CODES.has(code)) {
+      throw new DocketError(
+        'STORE_UNAVAILABLE',
+        `PostgreSQL unavailable: ${(err as Error).message}`,
+        {},
+        { cause: err },
+      );
+    }
+    throw err;
+  }
+}

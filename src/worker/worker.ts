@@ -1,0 +1,305 @@
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { DocketError } from '../core/errors.js';
+import type { Service } from '../core/service.js';
+import {
+  leaseLostError,
+  recordFailure,
+  startAttempt,
+  type ExecutionDeps,
+  type JobCompletion,
+  type JobHandler,
+  type RunningAttempt,
+} from '../jobs/index.js';
+import type { Job } from '../jobs/index.js';
+
+/** Worker options. */
+export interface WorkerOptions {
+  /** Handlers keyed by job type; the worker claims only these types. */
+  handlers: Record<string, JobHandler<never> | undefined>;
+  /** Jobs run at once. Default 10. */
+  concurrency?: number;
+  /** Only these queues. Default all. */
+  queues?: string[];
+  /** Jobs claimed ahead of free slots, to hide claim latency. Default `concurrency`. */
+  prefetch?: number;
+  /** Fallback poll interval when no wake-up arrives, ms. Default 1000 (200 without cross-process wake-ups). */
+  pollIntervalMs?: number;
+  /** Lease per claim, ms. Default `jobs.leaseMs`. */
+  leaseMs?: number;
+  /** Stable id for `locked_by`. Default `hostname:pid:random`. */
+  workerId?: string;
+}
+
+/** A running worker. */
+export interface Worker extends Service {
+  /** This worker's id (`locked_by`). */
+  readonly id: string;
+  /** Stops claiming, waits up to `deadlineMs` for running jobs, then releases the rest. */
+  stop(options?: { deadlineMs?: number }): Promise<void>;
+  /** Jobs running now. */
+  readonly running: number;
+}
+
+interface Slot {
+  job: Job;
+  attempt: RunningAttempt;
+}
+
+/**
+ * The run loop: claims in batches into a small local buffer, runs up to `concurrency` handlers,
+ * batches completions into one statement per flush, heartbeats all held leases in one statement,
+ * and aborts a handler whose lease was lost.
+ */
+export class JobWorker implements Worker {
+  readonly id: string;
+  private readonly concurrency: number;
+  private readonly prefetch: number;
+  private readonly pollIntervalMs: number;
+  private readonly leaseMs: number;
+  private readonly types: string[];
+  private readonly buffer: Job[] = [];
+  private readonly slots = new Map<string, Slot>();
+  /** Ids whose completion is queued or being written; their leases must still be heartbeated. */
+  private readonly completing = new Set<string>();
+  private completionQueue: JobCompletion[] = [];
+  private flushing: Promise<void> | undefined;
+  private state: 'idle' | 'running' | 'stopping' | 'stopped' = 'idle';
+  private wake: (() => void) | undefined;
+  private loopDone: Promise<void> | undefined;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private unsubscribe: (() => void) | undefined;
+  private readonly failures = new Set<Promise<unknown>>();
+
+  constructor(
+    private readonly deps: ExecutionDeps,
+    private readonly options: WorkerOptions,
+  ) {
+    this.id = options.workerId ?? `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+    this.concurrency = options.concurrency ?? 10;
+    this.prefetch = options.prefetch ?? this.concurrency;
+    this.pollIntervalMs =
+      options.pollIntervalMs ?? (deps.backend.capabilities.crossProcessWakeups ? 1000 : 200);
+    this.leaseMs = options.leaseMs ?? deps.config.jobs.leaseMs;
+    this.types = Object.keys(options.handlers).filter((t) => options.handlers[t]);
+    if (!Number.isInteger(this.concurrency) || this.concurrency < 1) {
+      throw new DocketError('CONFIG_INVALID', 'concurrency must be a positive integer');
+    }
+    if (this.types.length === 0)
+      throw new DocketError('CONFIG_INVALID', 'a worker needs at least one handler');
+  }
+
+  /** Jobs running now. */
+  get running(): number {
+    return this.slots.size;
+  }
+
+  /** Starts claiming. */
+  async start(): Promise<void> {
+    if (this.state !== 'idle') return;
+    this.state = 'running';
+    this.unsubscribe = this.deps.backend.onJobsAvailable(() => this.wake?.());
+    this.heartbeatTimer = setInterval(
+      () => void this.heartbeat(),
+      Math.max(50, Math.floor(this.leaseMs / 3)),
+    );
+    this.heartbeatTimer.unref();
+    this.loopDone = this.loop();
+  }
+
+  /** One claim-and-dispatch pass (used by tests). */
+  async runOnce(): Promise<number> {
+    return this.fill();
+  }
+
+  private async loop(): Promise<void> {
+    while (this.state === 'running') {
+      let claimed = 0;
+      let wanted = 0;
+      try {
+        wanted = this.concurrency + this.prefetch - this.slots.size - this.buffer.length;
+        claimed = wanted > 0 ? await this.fill() : 0;
+      } catch (err) {
+        this.deps.logger.error(
+          { err, workerId: this.id },
+          'claim failed; retrying after the poll interval',
+        );
+      }
+      if (this.state !== 'running') break;
+      // Full claim: go again as soon as a slot frees. Short claim: sleep until woken or polled.
+      if (wanted > 0 && claimed === wanted) continue;
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, wanted > 0 ? this.pollIntervalMs : this.pollIntervalMs * 5);
+        this.wake = () => {
+          clearTimeout(t);
+          this.wake = undefined;
+          resolve();
+        };
+      });
+    }
+  }
+
+  private async fill(): Promise<number> {
+    const want = this.concurrency + this.prefetch - this.slots.size - this.buffer.length;
+    if (want <= 0) return 0;
+    const jobs = await this.deps.backend.jobClaimBatch({
+      workerId: this.id,
+      limit: want,
+      now: this.deps.clock.now(),
+      leaseMs: this.leaseMs,
+      types: this.types,
+      queues: this.options.queues,
+    });
+    this.buffer.push(...jobs);
+    this.dispatch();
+    return jobs.length;
+  }
+
+  private dispatch(): void {
+    while (
+      this.slots.size < this.concurrency &&
+      this.buffer.length > 0 &&
+      this.state === 'running'
+    ) {
+      const job = this.buffer.shift() as Job;
+      const handler = this.options.handlers[job.type] as JobHandler<unknown>;
+      const attempt = startAttempt(this.deps, job, handler);
+      this.slots.set(job.id, { job, attempt });
+      void attempt.outcome.then((outcome) => this.settle(job, outcome));
+    }
+  }
+
+  private settle(job: Job, outcome: Awaited<RunningAttempt['outcome']>): void {
+    // A job released by a forced shutdown is no longer ours: ignore its late outcome.
+    if (!this.slots.delete(job.id)) return;
+    if (outcome.kind === 'succeeded') {
+      let resultJson: string | null = null;
+      try {
+        resultJson = outcome.result === undefined ? null : JSON.stringify(outcome.result);
+      } catch (err) {
+        this.deps.logger.warn(
+          { err, jobId: job.id },
+          'job result is not JSON-serializable; stored as null',
+        );
+      }
+      this.completing.add(job.id);
+      this.completionQueue.push({ id: job.id, resultJson });
+      this.flushing ??= this.flushCompletions();
+    } else if (outcome.kind === 'failed') {
+      this.completing.add(job.id);
+      const p = recordFailure(this.deps, job, this.id, outcome.error)
+        .then((r) => {
+          if (r === 'lost')
+            this.deps.logger.warn({ jobId: job.id }, 'lease lost before the failure was recorded');
+        })
+        .catch((err: unknown) =>
+          this.deps.logger.error({ err, jobId: job.id }, 'recording a failure failed'),
+        )
+        .finally(() => {
+          this.completing.delete(job.id);
+          this.failures.delete(p);
+        });
+      this.failures.add(p);
+    } else {
+      this.deps.logger.warn({ jobId: job.id }, 'job abandoned: its lease was lost');
+    }
+    this.dispatch();
+    this.wake?.();
+  }
+
+  private async flushCompletions(): Promise<void> {
+    try {
+      while (this.completionQueue.length > 0) {
+        const batch = this.completionQueue;
+        this.completionQueue = [];
+        try {
+          const done = new Set(
+            await this.deps.backend.jobCompleteMany({
+              workerId: this.id,
+              items: batch,
+              now: this.deps.clock.now(),
+            }),
+          );
+          for (const item of batch) {
+            if (!done.has(item.id)) {
+              this.deps.logger.warn(
+                { jobId: item.id },
+                'completion refused: the lease was lost before it was written',
+              );
+            }
+          }
+        } catch (err) {
+          // The jobs stay leased to us; the reaper re-runs them after the lease if we cannot recover.
+          this.deps.logger.error(
+            { err, count: batch.length },
+            'writing completions failed; retrying',
+          );
+          this.completionQueue.unshift(...batch);
+          await new Promise((r) => setTimeout(r, 250));
+          if (this.state === 'stopped') return;
+          continue;
+        }
+        for (const item of batch) this.completing.delete(item.id);
+      }
+    } finally {
+      this.flushing = undefined;
+    }
+  }
+
+  private async heartbeat(): Promise<void> {
+    const ids = [...this.slots.keys(), ...this.buffer.map((j) => j.id), ...this.completing];
+    if (ids.length === 0) return;
+    const now = this.deps.clock.now();
+    try {
+      const held = new Set(
+        await this.deps.backend.jobHeartbeat({
+          workerId: this.id,
+          ids,
+          leaseUntil: now + this.leaseMs,
+          now,
+        }),
+      );
+      for (const [id, slot] of this.slots) if (!held.has(id)) slot.attempt.abort(leaseLostError());
+      for (let i = this.buffer.length - 1; i >= 0; i--) {
+        if (!held.has((this.buffer[i] as Job).id)) this.buffer.splice(i, 1);
+      }
+    } catch (err) {
+      this.deps.logger.warn({ err, workerId: this.id }, 'heartbeat failed');
+    }
+  }
+
+  /** Graceful shutdown: stop claiming, wait for running jobs until the deadline, release the rest. */
+  async stop(options: { deadlineMs?: number } = {}): Promise<void> {
+    if (this.state === 'idle') {
+      this.state = 'stopped';
+      return;
+    }
+    if (this.state !== 'running') return;
+    this.state = 'stopping';
+    this.unsubscribe?.();
+    this.wake?.();
+    await this.loopDone;
+    const unstarted = this.buffer.splice(0).map((j) => j.id);
+    const now = () => this.deps.clock.now();
+    if (unstarted.length)
+      await this.deps.backend.jobRelease({ workerId: this.id, ids: unstarted, now: now() });
+    const deadline = Date.now() + (options.deadlineMs ?? 30_000);
+    while (this.slots.size > 0 && Date.now() < deadline) {
+      await Promise.race([
+        ...[...this.slots.values()].map((s) => s.attempt.outcome),
+        new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now()))),
+      ]);
+    }
+    if (this.slots.size > 0) {
+      const ids = [...this.slots.keys()];
+      for (const s of this.slots.values()) s.attempt.abort(new Error('worker shutting down'));
+      this.slots.clear();
+      await this.deps.backend.jobRelease({ workerId: this.id, ids, now: now() });
+    }
+    while (this.flushing || this.failures.size > 0) {
+      await Promise.all([this.flushing, ...this.failures]);
+    }
+    clearInterval(this.heartbeatTimer);
+    this.state = 'stopped';
+  }
+}

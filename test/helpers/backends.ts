@@ -1,0 +1,98 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import type { DocketOptions } from '../../src/config/index.js';
+
+/** Backends every conformance suite runs against. */
+export const BACKENDS = ['sqlite', 'postgres'] as const;
+/** A backend name. */
+export type BackendName = (typeof BACKENDS)[number];
+
+/** PostgreSQL server URL for tests (database part replaced per test). */
+export const PG_ADMIN_URL =
+  process.env.DOCKET_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+
+/** A fresh, isolated store for one test file; `dispose()` removes it. */
+export interface TestStore {
+  /** Store options to pass to createDocket. */
+  store: NonNullable<DocketOptions['store']>;
+  /** Data folder for this store. */
+  dataDir: string;
+  /** Environment variables selecting this store (for child processes). */
+  env: Record<string, string>;
+  /** PostgreSQL URL of the test database (postgres only). */
+  url?: string;
+  /** Removes the database / files. */
+  dispose(): Promise<void>;
+}
+
+/** Creates a fresh store: a temp SQLite file, or a new PostgreSQL database. */
+export async function createTestStore(backend: BackendName): Promise<TestStore> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'docket-test-'));
+  if (backend === 'sqlite') {
+    const path = join(dataDir, 'docket.sqlite');
+    return {
+      store: { dialect: 'sqlite', path },
+      dataDir,
+      env: { DOCKET_STORE: 'sqlite', DOCKET_SQLITE_PATH: path, DOCKET_DATA_DIR: dataDir },
+      async dispose() {
+        rmSync(dataDir, { recursive: true, force: true });
+      },
+    };
+  }
+  const name = `docket_test_${randomBytes(6).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
+  try {
+    await admin.connect();
+  } catch (err) {
+    throw new Error(
+      `PostgreSQL is required for the postgres suite (${PG_ADMIN_URL}): ${(err as Error).message}`,
+    );
+  }
+  await admin.query(`create database ${name}`);
+  await admin.end();
+  const url = PG_ADMIN_URL.replace(/\/[^/]*$/, `/${name}`);
+  return {
+    store: { dialect: 'postgres', url, poolSize: 5 },
+    dataDir,
+    url,
+    env: {
+      DOCKET_STORE: 'postgres',
+      DOCKET_DATABASE_URL: url,
+      DOCKET_DATA_DIR: dataDir,
+      DOCKET_PG_POOL_SIZE: '4',
+    },
+    async dispose() {
+      const c = new pg.Client({ connectionString: PG_ADMIN_URL });
+      await c.connect();
+      await c.query(`drop database if exists ${name} with (force)`);
+      await c.end();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Waits until `check` returns a truthy value or the deadline passes. */
+export async function waitFor<T>(
+  check: () => Promise<T> | T,
+  options: { timeoutMs?: number; what?: string } = {},
+): Promise<T> {
+  const deadline = Date.now() + (options.timeoutMs ?? 20_000);
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(
+        `timed out waiting for ${options.what ?? 'condition'}${last ? `: ${String(last)}` : ''}`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
