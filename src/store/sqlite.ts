@@ -21,18 +21,48 @@ export interface SqliteStore extends StoreBase {
   exclusive<T>(fn: (db: Database.Database) => T): Promise<T>;
 }
 
+interface SharedHandle {
+  raw: Database.Database;
+  db: Kysely<DocketDatabase>;
+  refs: number;
+}
+
+// One connection per database file per process, shared by every store opened on it. Two
+// connections in one process would deadlock: better-sqlite3 waits for a lock synchronously,
+// blocking the event loop that the lock holder (an open async transaction) needs to finish.
+// Sharing the connection puts every in-process user behind Kysely's one connection mutex;
+// other processes wait on SQLite's busy timeout without blocking anyone here.
+const shared = new Map<string, SharedHandle>();
+
+function acquire(path: string): SharedHandle {
+  const existing = path === ':memory:' ? undefined : shared.get(path);
+  if (existing) {
+    existing.refs++;
+    return existing;
+  }
+  if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+  const raw = new Database(path);
+  raw.pragma('journal_mode = WAL');
+  raw.pragma('synchronous = NORMAL');
+  raw.pragma('busy_timeout = 10000');
+  raw.pragma('foreign_keys = ON');
+  const handle = {
+    raw,
+    db: new Kysely<DocketDatabase>({ dialect: new SqliteDialect({ database: raw }) }),
+    refs: 1,
+  };
+  if (path !== ':memory:') shared.set(path, handle);
+  return handle;
+}
+
 /** Opens (without migrating) the SQLite store, creating its folder. */
 export async function openSqliteStore(
   config: Extract<StoreConfig, { dialect: 'sqlite' }>,
   _logger: Logger,
 ): Promise<SqliteStore> {
-  if (config.path !== ':memory:') mkdirSync(dirname(config.path), { recursive: true });
-  const raw = new Database(config.path);
-  raw.pragma('journal_mode = WAL');
-  raw.pragma('synchronous = NORMAL');
-  raw.pragma('busy_timeout = 10000');
-  raw.pragma('foreign_keys = ON');
-  const db = new Kysely<DocketDatabase>({ dialect: new SqliteDialect({ database: raw }) });
+  const handle = acquire(config.path);
+  const { raw, db } = handle;
+  let closed = false;
   const capabilities: StoreCapabilities = {
     supportsListenNotify: false,
     supportsSkipLocked: false,
@@ -63,6 +93,10 @@ export async function openSqliteStore(
       await db.connection().execute(async () => raw.prepare('select 1').get());
     },
     async close() {
+      if (closed) return;
+      closed = true;
+      if (--handle.refs > 0) return;
+      shared.delete(config.path);
       await db.destroy();
     },
   };

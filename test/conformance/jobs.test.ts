@@ -1,0 +1,600 @@
+// The queue's semantics (SPEC Q-1 … Q-13, T-1, T-4, T-5, W-1), written once and run against
+// every backend. A backend is correct when this suite passes on it.
+import { sql } from 'kysely';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  createDocket,
+  ManualClock,
+  PermanentJobError,
+  type Docket,
+  type JobContext,
+} from '../../src/index.js';
+import { BACKENDS, createTestStore, waitFor, type TestStore } from '../helpers/backends.js';
+
+type Jobs = Record<string, unknown>;
+let seq = 0;
+const unique = (p: string) => `${p}${++seq}${Math.random().toString(36).slice(2, 6)}`;
+
+describe.each(BACKENDS)('job conformance on %s', (backend) => {
+  let ts: TestStore;
+  const opened: Docket<Jobs>[] = [];
+  const make = (extra: Parameters<typeof createDocket<Jobs>>[0] = {}) => {
+    const d = createDocket<Jobs>({
+      store: ts.store,
+      dataDir: ts.dataDir,
+      reapIntervalMs: 0,
+      ...extra,
+    });
+    opened.push(d);
+    return d;
+  };
+
+  beforeAll(async () => {
+    ts = await createTestStore(backend);
+    await make().migrate();
+  });
+  afterAll(async () => {
+    for (const d of opened) await d.close();
+    await ts.dispose();
+  });
+
+  it('enqueues single and batch jobs with delay and priority, and claims by priority then time', async () => {
+    const clock = new ManualClock(1_000_000);
+    const d = make({ clock });
+    const tenant = unique('t');
+    const type = unique('prio');
+    const ran: string[] = [];
+    const handlers = {
+      [type]: async ({ payload }: JobContext<unknown>) => ran.push((payload as { n: string }).n),
+    };
+    await d.enqueue(type, { n: 'late' }, { tenant, delayMs: 5000 });
+    await d.enqueueMany(
+      [
+        { type, payload: { n: 'low' }, options: { priority: 10 } },
+        { type, payload: { n: 'high' }, options: { priority: -5 } },
+        { type, payload: { n: 'mid' } },
+      ],
+      { tenant },
+    );
+    const r1 = await d.processBatch({ max: 10, mode: 'strict', tenant, ...{} });
+    expect(r1.processed).toBe(0); // no handlers registered on this instance
+    const d2 = make({ clock, handlers });
+    await d2.processBatch({ max: 10, mode: 'strict', tenant });
+    expect(ran).toEqual(['high', 'mid', 'low']);
+    clock.advance(5000);
+    await d2.processBatch({ max: 10, mode: 'strict', tenant });
+    expect(ran).toEqual(['high', 'mid', 'low', 'late']);
+  });
+
+  it('fails with TENANT_REQUIRED when no tenant context exists', async () => {
+    const d = make();
+    await expect(d.enqueue('x', {})).rejects.toMatchObject({ code: 'TENANT_REQUIRED' });
+    await expect(d.jobs.list()).rejects.toMatchObject({ code: 'TENANT_REQUIRED' });
+    const tenant = unique('t');
+    const r = await d.withTenant(tenant, () => d.enqueue('x', {}));
+    expect(r.job.tenantId).toBe(tenant);
+  });
+
+  it('returns the existing job for a repeated idempotency key and rejects a different payload', async () => {
+    const d = make();
+    const tenant = unique('t');
+    const a = await d.enqueue('mail', { to: 'a', n: 1 }, { tenant, idempotencyKey: 'k' });
+    const b = await d.enqueue('mail', { n: 1, to: 'a' }, { tenant, idempotencyKey: 'k' });
+    expect(b.deduplicated).toBe(true);
+    expect(b.job.id).toBe(a.job.id);
+    await expect(
+      d.enqueue('mail', { to: 'b' }, { tenant, idempotencyKey: 'k' }),
+    ).rejects.toMatchObject({
+      code: 'IDEMPOTENCY_CONFLICT',
+    });
+    // Keys are tenant-scoped: the same key in another tenant is another job.
+    const other = await d.enqueue(
+      'mail',
+      { to: 'a', n: 1 },
+      { tenant: unique('t'), idempotencyKey: 'k' },
+    );
+    expect(other.deduplicated).toBe(false);
+    expect(other.job.id).not.toBe(a.job.id);
+  });
+
+  it('creates exactly one job under concurrent enqueues of the same key', async () => {
+    const ds = [make(), make(), make()];
+    const tenant = unique('t');
+    const results = await Promise.all(
+      Array.from({ length: 30 }, (_, i) =>
+        (ds[i % 3] as Docket<Jobs>).enqueue('once', { v: 1 }, { tenant, idempotencyKey: 'same' }),
+      ),
+    );
+    expect(new Set(results.map((r) => r.job.id)).size).toBe(1);
+    expect(results.filter((r) => !r.deduplicated)).toHaveLength(1);
+    const page = await ds[0]!.jobs.list({}, { tenant });
+    expect(page.items).toHaveLength(1);
+  });
+
+  it('commits or rolls back an enqueueTx together with the caller’s own rows', async () => {
+    const d = make();
+    const tenant = unique('t');
+    const table = unique('orders_');
+    await createBusinessTable(ts, d, table);
+    await d.withTransaction(tenant, async (tx) => {
+      await sql`insert into ${sql.table(table)} (id, tenant_id) values (${'o1'}, ${tenant})`.execute(
+        tx,
+      );
+      await d.enqueueTx(tx, 'ship', { order: 'o1' });
+    });
+    await expect(
+      d.withTransaction(tenant, async (tx) => {
+        await sql`insert into ${sql.table(table)} (id, tenant_id) values (${'o2'}, ${tenant})`.execute(
+          tx,
+        );
+        await d.enqueueTx(tx, 'ship', { order: 'o2' });
+        throw new Error('business rule failed');
+      }),
+    ).rejects.toThrow('business rule failed');
+    const jobs = await d.jobs.list({}, { tenant });
+    expect(jobs.items.map((j) => j.payload)).toEqual([{ order: 'o1' }]);
+    const rows = await sql<{ id: string }>`select id from ${sql.table(table)}`.execute(
+      await d.internals.systemDb(),
+    );
+    expect(rows.rows.map((r) => r.id)).toEqual(['o1']);
+    await expect(d.enqueueTx({} as never, 'ship', {})).rejects.toMatchObject({
+      code: 'TX_INVALID',
+    });
+  });
+
+  it('stores the trace id on the job and hands it to the handler', async () => {
+    const type = unique('trace');
+    let seen: { traceId?: string; tenant?: string } = {};
+    const d = make({
+      handlers: {
+        [type]: async (ctx: JobContext<unknown>) => {
+          seen = { traceId: ctx.traceId, tenant: ctx.tenant };
+        },
+      },
+    });
+    const tenant = unique('t');
+    const traceId = 'ab'.repeat(16);
+    const r = await d.withTenant(tenant, () => d.enqueue(type, {}), { traceId });
+    expect(r.job.traceId).toBe(traceId);
+    await d.processBatch({ max: 1, tenant });
+    expect(seen).toEqual({ traceId, tenant });
+  });
+
+  it('keeps tenants invisible to each other', async () => {
+    const d = make();
+    const a = unique('a');
+    const b = unique('b');
+    const job = (await d.enqueue('secret', { x: 1 }, { tenant: a })).job;
+    await expect(d.jobs.get(job.id, { tenant: b })).rejects.toMatchObject({
+      code: 'JOB_NOT_FOUND',
+    });
+    await expect(d.jobs.cancel(job.id, { tenant: b })).rejects.toMatchObject({
+      code: 'JOB_NOT_FOUND',
+    });
+    await expect(d.jobs.retry(job.id, { tenant: b })).rejects.toMatchObject({
+      code: 'JOB_NOT_FOUND',
+    });
+    expect((await d.jobs.list({}, { tenant: b })).items).toHaveLength(0);
+    expect((await d.jobs.get(job.id, { tenant: a })).status).toBe('pending');
+  });
+
+  it('lets a worker whose lease was taken over not complete the job', async () => {
+    const clock = new ManualClock(2_000_000);
+    const d = make({ clock });
+    const be = await d.internals.backend();
+    const tenant = unique('t');
+    const type = unique('lease');
+    const { job } = await d.enqueue(type, {}, { tenant });
+    const [a] = await be.jobClaimBatch({
+      workerId: 'A',
+      limit: 1,
+      now: clock.now(),
+      leaseMs: 1000,
+      types: [type],
+    });
+    expect(a?.id).toBe(job.id);
+    clock.advance(1500);
+    const reaped = await d.reapOnce();
+    expect(reaped.requeued).toBeGreaterThanOrEqual(1);
+    const [b] = await be.jobClaimBatch({
+      workerId: 'B',
+      limit: 1,
+      now: clock.now(),
+      leaseMs: 1000,
+      types: [type],
+    });
+    expect(b?.id).toBe(job.id);
+    expect(b?.attempts).toBe(2);
+    expect(
+      await be.jobCompleteMany({
+        workerId: 'A',
+        items: [{ id: job.id, resultJson: '"a"' }],
+        now: clock.now(),
+      }),
+    ).toEqual([]);
+    expect(
+      await be.jobRetry({
+        id: job.id,
+        workerId: 'A',
+        now: clock.now(),
+        availableAt: clock.now(),
+        error: { name: 'E', message: 'x', attempt: 1, at: 0 },
+      }),
+    ).toBe(false);
+    expect(
+      await be.jobCompleteMany({
+        workerId: 'B',
+        items: [{ id: job.id, resultJson: '"b"' }],
+        now: clock.now(),
+      }),
+    ).toEqual([job.id]);
+    const final = await d.jobs.get(job.id, { tenant });
+    expect(final).toMatchObject({ status: 'succeeded', result: 'b', lockedBy: null });
+  });
+
+  it('retries on a capped exponential backoff with jitter', async () => {
+    const clock = new ManualClock(3_000_000);
+    const type = unique('flaky');
+    const d = make({
+      clock,
+      random: () => 0.5,
+      jobs: { retry: { baseMs: 1000, capMs: 4000, maxAttempts: 5 } },
+      handlers: {
+        [type]: async () => {
+          throw new Error('temporary');
+        },
+      },
+    });
+    const tenant = unique('t');
+    const { job } = await d.enqueue(type, {}, { tenant });
+    const delays: number[] = [];
+    for (let i = 0; i < 4; i++) {
+      const before = clock.now();
+      await d.processBatch({ max: 1, tenant });
+      const j = await d.jobs.get(job.id, { tenant });
+      expect(j.status).toBe('pending');
+      expect(j.lastError).toMatchObject({ message: 'temporary', attempt: i + 1 });
+      delays.push(j.availableAt - before);
+      clock.set(j.availableAt);
+    }
+    // d = min(cap, base * 2^(n-1)); delay = d/2 + random * d/2 with random = 0.5.
+    expect(delays).toEqual([750, 1500, 3000, 3000]);
+    await d.processBatch({ max: 1, tenant });
+    expect((await d.jobs.get(job.id, { tenant })).status).toBe('failed');
+  });
+
+  it('sends a permanent error straight to the DLQ with its audit row, and replays it', async () => {
+    const type = unique('perm');
+    const d = make({
+      handlers: {
+        [type]: async () => {
+          throw new PermanentJobError('bad input');
+        },
+      },
+    });
+    const tenant = unique('t');
+    const { job } = await d.enqueue(type, {}, { tenant, maxAttempts: 5 });
+    const r = await d.processBatch({ max: 1, tenant });
+    expect(r.dead).toBe(1);
+    const dead = await d.jobs.get(job.id, { tenant });
+    expect(dead).toMatchObject({ status: 'failed', attempts: 1, lastError: { permanent: true } });
+    const dlq = await d.dlq.list({ tenant });
+    expect(dlq.items.map((i) => i.jobId)).toEqual([job.id]);
+    expect(await auditActions(d, job.id)).toEqual(['job.dead_lettered']);
+    await expect(d.dlq.replay(unique('x'), { tenant })).rejects.toMatchObject({
+      code: 'JOB_NOT_FOUND',
+    });
+    const replayed = await d.dlq.replay(job.id, { tenant, actor: 'ops' });
+    expect(replayed).toMatchObject({ status: 'pending', attempts: 0 });
+    expect((await d.dlq.list({ tenant })).items).toHaveLength(0);
+    expect(await auditActions(d, job.id)).toEqual(['job.dead_lettered', 'job.dlq_replayed']);
+    await expect(d.dlq.replay(job.id, { tenant })).rejects.toMatchObject({
+      code: 'JOB_NOT_IN_DLQ',
+    });
+  });
+
+  it('dead-letters a job that used up its attempts', async () => {
+    const type = unique('always');
+    const d = make({
+      jobs: { retry: { baseMs: 1, capMs: 1 } },
+      handlers: {
+        [type]: async () => {
+          throw new Error('nope');
+        },
+      },
+    });
+    const tenant = unique('t');
+    const { job } = await d.enqueue(type, {}, { tenant, maxAttempts: 2 });
+    await d.processBatch({ max: 1, tenant });
+    await waitFor(async () => (await d.processBatch({ max: 1, tenant })).processed === 1);
+    expect(await d.jobs.get(job.id, { tenant })).toMatchObject({ status: 'failed', attempts: 2 });
+    expect((await d.dlq.list({ tenant })).items[0]).toMatchObject({ jobId: job.id, attempts: 2 });
+  });
+
+  it('aborts at the timeout and, after the grace period, records a timeout and frees the slot', async () => {
+    const ignoring = unique('ignores');
+    const polite = unique('polite');
+    let sawAbort = false;
+    const d = make({
+      jobs: { graceMs: 100 },
+      handlers: {
+        [ignoring]: () => new Promise(() => undefined),
+        [polite]: ({ signal }: JobContext<unknown>) =>
+          new Promise((_, reject) =>
+            signal.addEventListener('abort', () => {
+              sawAbort = true;
+              reject(signal.reason as Error);
+            }),
+          ),
+      },
+    });
+    const tenant = unique('t');
+    const a = await d.enqueue(ignoring, {}, { tenant, timeoutMs: 100 });
+    const b = await d.enqueue(polite, {}, { tenant, timeoutMs: 100 });
+    const worker = d.createWorker({ concurrency: 2 });
+    await worker.start();
+    for (const id of [a.job.id, b.job.id]) {
+      const j = await waitFor(async () => {
+        const job = await d.jobs.get(id, { tenant });
+        return job.lastError ? job : null;
+      });
+      expect(j.lastError).toMatchObject({ name: 'JOB_TIMEOUT' });
+      expect(['pending', 'processing']).toContain(j.status);
+    }
+    expect(sawAbort).toBe(true);
+    await waitFor(() => worker.running < 2, { what: 'slots freed' });
+    await worker.stop({ deadlineMs: 10 });
+  });
+
+  it('cancels pending jobs, refuses finished ones, and aborts a running handler', async () => {
+    const type = unique('long');
+    let aborted = false;
+    const d = make({
+      jobs: { leaseMs: 300 },
+      jobTypes: { other: {} },
+      handlers: {
+        [type]: ({ signal }: JobContext<unknown>) =>
+          new Promise((resolve) =>
+            signal.addEventListener('abort', () => ((aborted = true), resolve('x'))),
+          ),
+      },
+    });
+    const tenant = unique('t');
+    const pending = (await d.enqueue('other', {}, { tenant })).job;
+    expect((await d.jobs.cancel(pending.id, { tenant })).status).toBe('canceled');
+    expect((await d.jobs.cancel(pending.id, { tenant })).status).toBe('canceled');
+    const running = (await d.enqueue(type, {}, { tenant })).job;
+    const worker = d.createWorker({ concurrency: 1, leaseMs: 300 });
+    await worker.start();
+    await waitFor(async () => (await d.jobs.get(running.id, { tenant })).status === 'processing');
+    await d.jobs.cancel(running.id, { tenant });
+    await waitFor(() => aborted, { what: 'handler abort after cancel' });
+    await worker.stop();
+    expect((await d.jobs.get(running.id, { tenant })).status).toBe('canceled');
+    const retried = await d.jobs.retry(running.id, { tenant });
+    expect(retried.status).toBe('pending');
+    await d.jobs.cancel(retried.id, { tenant });
+    expect(await auditActions(d, running.id)).toEqual([
+      'job.canceled',
+      'job.retried',
+      'job.canceled',
+    ]);
+    const done = (await d.enqueue('other', {}, { tenant })).job;
+    const be = await d.internals.backend();
+    await be.jobClaimBatch({
+      workerId: 'w',
+      limit: 5,
+      now: Date.now(),
+      leaseMs: 1000,
+      types: ['other'],
+      tenant,
+    });
+    await be.jobCompleteMany({
+      workerId: 'w',
+      items: [{ id: done.id, resultJson: null }],
+      now: Date.now(),
+    });
+    await expect(d.jobs.cancel(done.id, { tenant })).rejects.toMatchObject({
+      code: 'JOB_NOT_CANCELABLE',
+    });
+    await expect(d.jobs.retry(done.id, { tenant })).rejects.toMatchObject({
+      code: 'JOB_NOT_RETRYABLE',
+    });
+  });
+
+  it('processes balanced lanes in order with per-lane caps, and strict mode by priority', async () => {
+    const tenant = unique('t');
+    const ran: string[] = [];
+    const rec = (name: string) => async () => void ran.push(name);
+    const d = make({
+      handlers: { 'docket.tidy': rec('maint'), email: rec('email'), report: rec('report') },
+    });
+    await d.enqueueMany(
+      [
+        ...Array.from({ length: 20 }, () => ({
+          type: 'email',
+          payload: {},
+          options: { priority: -10 },
+        })),
+        ...Array.from({ length: 20 }, () => ({ type: 'report', payload: {} })),
+        ...Array.from({ length: 2 }, () => ({ type: 'docket.tidy', payload: {} })),
+      ],
+      { tenant },
+    );
+    const r = await d.processBatch({ max: 15, tenant });
+    expect(r.byLane).toEqual({ maintenance: 2, email: 10, default: 3 });
+    expect(ran.slice(0, 2)).toEqual(['maint', 'maint']);
+    const s = await d.processBatch({ max: 5, tenant, mode: 'strict' });
+    expect(s.processed).toBe(5);
+    expect(ran.slice(15)).toEqual(['email', 'email', 'email', 'email', 'email']);
+    await expect(d.processBatch({ max: 51 })).rejects.toMatchObject({ code: 'VALIDATION_FAILED' });
+    await expect(d.processBatch({ type: 'nope' })).rejects.toMatchObject({
+      code: 'UNKNOWN_JOB_TYPE',
+    });
+  });
+
+  it('prunes finished jobs past retention but keeps dead jobs still in the DLQ', async () => {
+    const clock = new ManualClock(10_000_000_000);
+    const type = unique('prune');
+    const dead = unique('dead');
+    const d = make({
+      clock,
+      retention: { succeededMs: 1000, failedMs: 1000 },
+      handlers: {
+        [type]: async () => 'ok',
+        [dead]: async () => {
+          throw new PermanentJobError('x');
+        },
+      },
+    });
+    const tenant = unique('t');
+    const ok = (await d.enqueue(type, {}, { tenant })).job;
+    const gone = (await d.enqueue(dead, {}, { tenant })).job;
+    await d.processBatch({ max: 5, tenant });
+    clock.advance(5000);
+    expect(await d.pruneOnce()).toBeGreaterThanOrEqual(1);
+    await expect(d.jobs.get(ok.id, { tenant })).rejects.toMatchObject({ code: 'JOB_NOT_FOUND' });
+    expect((await d.jobs.get(gone.id, { tenant })).status).toBe('failed');
+  });
+
+  it('shuts a worker down gracefully: running jobs finish, unstarted ones are released', async () => {
+    const type = unique('slow');
+    const d = make({
+      handlers: { [type]: () => new Promise((r) => setTimeout(() => r('done'), 200)) },
+    });
+    const tenant = unique('t');
+    await d.enqueueMany(
+      Array.from({ length: 6 }, () => ({ type, payload: {} })),
+      { tenant },
+    );
+    const worker = d.createWorker({ concurrency: 2, prefetch: 2 });
+    await worker.start();
+    await waitFor(() => worker.running === 2);
+    await worker.stop({ deadlineMs: 5000 });
+    const counts = await d.jobs.counts({ tenant });
+    expect(counts.processing ?? 0).toBe(0);
+    expect(counts.succeeded).toBeGreaterThanOrEqual(2);
+    expect((counts.succeeded ?? 0) + (counts.pending ?? 0)).toBe(6);
+    const pending = await d.jobs.list({ status: ['pending'] }, { tenant });
+    for (const j of pending.items) expect(j.attempts).toBe(0);
+  });
+
+  it('validates inputs and changes nothing on bad input', async () => {
+    const d = make({ jobTypes: { known: {} }, payloadLimitBytes: 1024 });
+    const tenant = unique('t');
+    await expect(d.enqueue('unknown', {}, { tenant })).rejects.toMatchObject({
+      code: 'UNKNOWN_JOB_TYPE',
+    });
+    await expect(d.enqueue('known', { big: 'x'.repeat(2000) }, { tenant })).rejects.toMatchObject({
+      code: 'PAYLOAD_TOO_LARGE',
+    });
+    await expect(d.enqueue('known', {}, { tenant, priority: 1.5 })).rejects.toMatchObject({
+      code: 'VALIDATION_FAILED',
+    });
+    await expect(d.enqueue('known', {}, { tenant, runAt: new Date('nope') })).rejects.toMatchObject(
+      {
+        code: 'VALIDATION_FAILED',
+      },
+    );
+    const circular: Record<string, unknown> = {};
+    circular.self = circular;
+    await expect(d.enqueue('known', circular, { tenant })).rejects.toMatchObject({
+      code: 'VALIDATION_FAILED',
+    });
+    await expect(
+      d.enqueueMany(
+        [
+          { type: 'known', payload: {} },
+          { type: 'unknown', payload: {} },
+        ],
+        { tenant },
+      ),
+    ).rejects.toMatchObject({ code: 'UNKNOWN_JOB_TYPE' });
+    await expect(d.jobs.list({ cursor: 'garbage' }, { tenant })).rejects.toMatchObject({
+      code: 'INVALID_CURSOR',
+    });
+    expect((await d.jobs.list({}, { tenant })).items).toHaveLength(0);
+  });
+
+  it('pages through jobs with a cursor and filters', async () => {
+    const d = make();
+    const tenant = unique('t');
+    await d.enqueueMany(
+      Array.from({ length: 7 }, (_, i) => ({ type: i % 2 ? 'odd' : 'even', payload: { i } })),
+      { tenant },
+    );
+    const seen: number[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await d.jobs.list({ limit: 3, cursor }, { tenant });
+      seen.push(...page.items.map((j) => (j.payload as { i: number }).i));
+      cursor = page.nextCursor ?? undefined;
+    } while (cursor);
+    expect(seen).toEqual([6, 5, 4, 3, 2, 1, 0]);
+    expect((await d.jobs.list({ type: 'odd' }, { tenant })).items).toHaveLength(3);
+  });
+
+  it.runIf(backend === 'postgres')(
+    'row-level security hides other tenants from a raw query without a tenant filter',
+    async () => {
+      const d = make();
+      const a = unique('a');
+      const b = unique('b');
+      await d.enqueue('rls', {}, { tenant: a });
+      await d.enqueue('rls', {}, { tenant: b });
+      const seen = await d.withTransaction(a, async (tx) =>
+        (await sql<{ tenant_id: string }>`select tenant_id from jobs`.execute(tx)).rows.map(
+          (r) => r.tenant_id,
+        ),
+      );
+      expect(new Set(seen)).toEqual(new Set([a]));
+      // Writing a row for another tenant inside tenant a's transaction is refused by the policy.
+      await expect(
+        d.withTransaction(a, async (tx) => {
+          await sql`update jobs set priority = 7 where tenant_id = ${b}`.execute(tx);
+          return (
+            await sql<{
+              n: number;
+            }>`select count(*)::int as n from jobs where priority = 7`.execute(tx)
+          ).rows;
+        }),
+      ).resolves.toEqual([{ n: 0 }]);
+      const role = await d.withTransaction(
+        a,
+        async (tx) =>
+          (
+            await sql<{
+              su: boolean;
+            }>`select rolsuper as su from pg_roles where rolname = current_user`.execute(tx)
+          ).rows,
+      );
+      expect(role).toEqual([{ su: false }]);
+    },
+  );
+});
+
+async function auditActions(d: Docket<Jobs>, jobId: string): Promise<string[]> {
+  const db = await d.internals.systemDb();
+  const rows = await db
+    .selectFrom('audit_logs')
+    .select(['action', 'id'])
+    .where('resource_id', '=', jobId)
+    .orderBy('id')
+    .execute();
+  return rows.map((r) => r.action);
+}
+
+async function createBusinessTable(ts: TestStore, d: Docket<Jobs>, table: string): Promise<void> {
+  if (ts.url) {
+    const c = new pg.Client({ connectionString: ts.url });
+    await c.connect();
+    await c.query(`create table ${table} (id text primary key, tenant_id text not null)`);
+    await c.query(`grant select, insert on ${table} to docket_app, docket_system`);
+    await c.end();
+  } else {
+    await sql`create table ${sql.table(table)} (id text primary key, tenant_id text not null)`.execute(
+      await d.internals.systemDb(),
+    );
+  }
+}

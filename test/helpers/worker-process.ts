@@ -1,0 +1,45 @@
+// A real worker process for crash and concurrency tests. Configured by environment:
+//   DOCKET_STORE / DOCKET_SQLITE_PATH / DOCKET_DATABASE_URL  the store
+//   TEST_OUT          file to append "<jobId>\n" to for every `record` job run
+//   TEST_STARTED      file to append "<jobId>\n" to when a `hang` job starts
+//   TEST_FAILPOINT    dead-letter failpoint at which the process SIGKILLs itself
+//   TEST_CONCURRENCY  worker concurrency (default 10)
+//   TEST_LEASE_MS     lease length (default 30000)
+// Prints "ready" once the worker is claiming.
+import { appendFileSync } from 'node:fs';
+import { createDocketFromEnv, PermanentJobError } from '../../src/index.js';
+
+const out = process.env.TEST_OUT;
+const started = process.env.TEST_STARTED;
+const docket = createDocketFromEnv({
+  reapIntervalMs: 0,
+  failpoint: (name) => {
+    if (name === process.env.TEST_FAILPOINT) process.kill(process.pid, 'SIGKILL');
+  },
+  handlers: {
+    record: async ({ job }) => {
+      if (out) appendFileSync(out, `${job.id}\n`);
+    },
+    hang: async ({ job }) => {
+      if (started) appendFileSync(started, `${job.id}\n`);
+      await new Promise(() => undefined);
+    },
+    boom: async () => {
+      throw new PermanentJobError('boom');
+    },
+  },
+});
+await docket.start();
+const worker = docket.createWorker({
+  concurrency: Number(process.env.TEST_CONCURRENCY ?? 10),
+  leaseMs: Number(process.env.TEST_LEASE_MS ?? 30_000),
+  pollIntervalMs: 50,
+});
+await worker.start();
+process.stdout.write('ready\n');
+const shutdown = async () => {
+  await worker.stop({ deadlineMs: 5000 });
+  await docket.close();
+  process.exit(0);
+};
+process.on('SIGTERM', () => void shutdown());
