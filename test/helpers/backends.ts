@@ -78,7 +78,7 @@ export async function createTestStore(backend: BackendName): Promise<TestStore> 
 export async function waitFor<T>(
   check: () => Promise<T> | T,
   options: { timeoutMs?: number; what?: string } = {},
-): Promise<T> {
+): Promise<NonNullable<T>> {
   const deadline = Date.now() + (options.timeoutMs ?? 20_000);
   let last: unknown;
   for (;;) {
