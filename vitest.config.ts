@@ -1,5 +1,8 @@
 import { defineConfig } from 'vitest/config';
 
+// CI asks for a JSON summary (DOCKET_TEST_RESULTS) so .ci/run can print "N passed, N failed".
+const resultsFile = process.env.DOCKET_TEST_RESULTS;
+
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
@@ -8,5 +11,7 @@ export default defineConfig({
     pool: 'forks',
     fileParallelism: true,
     maxWorkers: 2,
+    reporters: resultsFile ? ['default', 'json'] : ['default'],
+    outputFile: resultsFile ? { json: resultsFile } : undefined,
   },
 });

@@ -9,6 +9,7 @@ import { systemClock, type Clock } from './core/clock.js';
 import { requireTenant, runWithContext } from './core/context.js';
 import { uuidV7Generator, type IdGenerator } from './core/ids.js';
 import { silentLogger, type Logger } from './core/logger.js';
+import { IntervalService } from './core/service.js';
 import {
   JobsService,
   jobBackendFor,
@@ -45,6 +46,11 @@ import {
   type WorkerOptions,
 } from './worker/index.js';
 
+/** Type of the built-in maintenance job that prunes finished jobs past retention (SPEC Q-13). */
+export const PRUNE_JOB = 'docket.prune';
+/** Tenant that owns Docket's own maintenance jobs. */
+export const SYSTEM_TENANT = 'system';
+
 /** Options of createDocket: configuration plus injected collaborators. */
 export interface CreateDocketOptions<M extends JobMap> extends DocketOptions {
   /** Handlers used by `createWorker()` and `processBatch()` when none are given. */
@@ -57,6 +63,8 @@ export interface CreateDocketOptions<M extends JobMap> extends DocketOptions {
   migrate?: boolean;
   /** Reaper pass interval, ms (0 disables it). Default 1000. */
   reapIntervalMs?: number;
+  /** How often `start()` enqueues the `docket.prune` maintenance job, ms (0 disables it). Default 3_600_000. */
+  pruneIntervalMs?: number;
   /** Logger. Default silent. */
   logger?: Logger;
   /** Clock. Default system clock. */
@@ -163,17 +171,23 @@ export function createDocket<M extends JobMap = JobMap>(
   const logger = options.logger ?? silentLogger();
   const clock = options.clock ?? systemClock;
   const ids = options.ids ?? uuidV7Generator;
-  const builtinHandlers: Record<string, JobHandler<unknown>> = options.builtins === false
-    ? {}
-    : { http: httpJobHandler as JobHandler<unknown> };
+  const builtinHandlers: Record<string, JobHandler<unknown>> =
+    options.builtins === false
+      ? {}
+      : {
+          http: httpJobHandler as JobHandler<unknown>,
+          [PRUNE_JOB]: async () => ({ pruned: await docket.pruneOnce() }),
+        };
   const handlers: Record<string, JobHandler<unknown> | undefined> = {
     ...builtinHandlers,
     ...(options.handlers as Record<string, JobHandler<unknown> | undefined>),
   };
   const declared = options.jobTypes || options.handlers;
   const typeMap = new Map<string, JobTypeOptions>();
-  if (options.builtins !== false)
+  if (options.builtins !== false) {
     typeMap.set('http', { validate: validateHttpPayload, retry: { maxAttempts: 5 } });
+    typeMap.set(PRUNE_JOB, { retry: { maxAttempts: 3 } });
+  }
   for (const t of Object.keys(options.handlers ?? {})) typeMap.set(t, {});
   for (const [t, o] of Object.entries(options.jobTypes ?? {}))
     typeMap.set(t, (o ?? {}) as JobTypeOptions);
@@ -183,6 +197,7 @@ export function createDocket<M extends JobMap = JobMap>(
   const txTenants = new WeakMap<object, string>();
   let opened: Promise<{ store: Store; backend: JobBackend }> | undefined;
   let reaper: Reaper | undefined;
+  let pruneScheduler: IntervalService | undefined;
   let closed = false;
 
   const ready = () => {
@@ -233,6 +248,20 @@ export function createDocket<M extends JobMap = JobMap>(
         reaper = new Reaper(deps, interval);
         await reaper.start();
       }
+      const pruneEvery = options.pruneIntervalMs ?? 3_600_000;
+      if (!pruneScheduler && pruneEvery > 0 && options.builtins !== false) {
+        // One prune job per interval however many instances run: the key dedupes them.
+        pruneScheduler = new IntervalService(
+          pruneEvery,
+          () =>
+            docket.enqueue(PRUNE_JOB as keyof M & string, {} as M[keyof M & string], {
+              tenant: SYSTEM_TENANT,
+              idempotencyKey: `prune:${Math.floor(clock.now() / pruneEvery)}`,
+            }),
+          (err) => logger.error({ err }, 'scheduling the prune job failed'),
+        );
+        await pruneScheduler.start();
+      }
     },
     async migrate() {
       const store = await openStore(config, logger);
@@ -246,6 +275,7 @@ export function createDocket<M extends JobMap = JobMap>(
       if (closed) return;
       closed = true;
       await reaper?.stop();
+      await pruneScheduler?.stop();
       await Promise.all([...workers].map((w) => w.stop()));
       if (opened) {
         const { store, backend } = await opened;
