@@ -66,6 +66,8 @@ export class JobWorker implements Worker {
   private flushing: Promise<void> | undefined;
   private state: 'idle' | 'running' | 'stopping' | 'stopped' = 'idle';
   private wake: (() => void) | undefined;
+  /** A wake-up that arrived while the loop was busy (claiming); consumed before sleeping. */
+  private wokenWhileBusy = false;
   private loopDone: Promise<void> | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private unsubscribe: (() => void) | undefined;
@@ -98,7 +100,7 @@ export class JobWorker implements Worker {
   async start(): Promise<void> {
     if (this.state !== 'idle') return;
     this.state = 'running';
-    this.unsubscribe = this.deps.backend.onJobsAvailable(() => this.wake?.());
+    this.unsubscribe = this.deps.backend.onJobsAvailable(() => this.signal());
     this.heartbeatTimer = setInterval(
       () => void this.heartbeat(),
       Math.max(50, Math.floor(this.leaseMs / 3)),
@@ -128,6 +130,10 @@ export class JobWorker implements Worker {
       if (this.state !== 'running') break;
       // Full claim: go again as soon as a slot frees. Short claim: sleep until woken or polled.
       if (wanted > 0 && claimed === wanted) continue;
+      if (this.wokenWhileBusy) {
+        this.wokenWhileBusy = false;
+        continue;
+      }
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, wanted > 0 ? this.pollIntervalMs : this.pollIntervalMs * 5);
         this.wake = () => {
@@ -137,6 +143,12 @@ export class JobWorker implements Worker {
         };
       });
     }
+  }
+
+  /** Wakes the loop now, or on its next sleep if it is busy claiming (no wake-up is lost). */
+  private signal(): void {
+    if (this.wake) this.wake();
+    else this.wokenWhileBusy = true;
   }
 
   private async fill(): Promise<number> {
@@ -204,7 +216,7 @@ export class JobWorker implements Worker {
       this.deps.logger.warn({ jobId: job.id }, 'job abandoned: its lease was lost');
     }
     this.dispatch();
-    this.wake?.();
+    this.signal();
   }
 
   private async flushCompletions(): Promise<void> {
