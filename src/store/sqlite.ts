@@ -1,8 +1,10 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { Kysely, SqliteDialect, type Transaction } from 'kysely';
 import type { StoreConfig } from '../config/index.js';
+import { DocketError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { StoreBase, StoreCapabilities } from './index.js';
 import { runMigrations } from './migrator.js';
@@ -55,6 +57,20 @@ function acquire(path: string): SharedHandle {
   return handle;
 }
 
+// Marks code running inside a transaction that holds a connection, so a call that would wait for
+// that same connection (and so wait forever) fails at once with a clear error instead.
+const holding = new AsyncLocalStorage<Database.Database>();
+
+function assertNotHolding(raw: Database.Database): void {
+  if (holding.getStore() === raw) {
+    throw new DocketError(
+      'TX_INVALID',
+      'on SQLite a Docket call inside withTransaction must use the transaction (enqueueTx); ' +
+        'other calls would wait for the connection the transaction holds',
+    );
+  }
+}
+
 /** Opens (without migrating) the SQLite store, creating its folder. */
 export async function openSqliteStore(
   config: Extract<StoreConfig, { dialect: 'sqlite' }>,
@@ -73,7 +89,8 @@ export async function openSqliteStore(
     capabilities,
     systemDb: db,
     raw,
-    exclusive<T>(fn: (d: Database.Database) => T) {
+    async exclusive<T>(fn: (d: Database.Database) => T) {
+      assertNotHolding(raw);
       return db.connection().execute(async () => fn(raw));
     },
     async withTenantTransaction<T>(
@@ -81,10 +98,12 @@ export async function openSqliteStore(
       fn: (trx: Transaction<DocketDatabase>) => Promise<T>,
     ) {
       // SQLite has no RLS: tenant filters are applied by every query in the backend.
-      return db.transaction().execute(fn);
+      assertNotHolding(raw);
+      return db.transaction().execute((trx) => holding.run(raw, () => fn(trx)));
     },
     async withSystemTransaction<T>(fn: (trx: Transaction<DocketDatabase>) => Promise<T>) {
-      return db.transaction().execute(fn);
+      assertNotHolding(raw);
+      return db.transaction().execute((trx) => holding.run(raw, () => fn(trx)));
     },
     async migrate() {
       return runMigrations(db, 'sqlite');
