@@ -534,44 +534,60 @@ describe.each(BACKENDS)('job conformance on %s', (backend) => {
     expect(seen).toEqual([6, 5, 4, 3, 2, 1, 0]);
     expect((await d.jobs.list({ type: 'odd' }, { tenant })).items).toHaveLength(3);
   });
+});
 
-  it.runIf(backend === 'postgres')(
-    'row-level security hides other tenants from a raw query without a tenant filter',
-    async () => {
-      const d = make();
-      const a = unique('a');
-      const b = unique('b');
-      await d.enqueue('rls', {}, { tenant: a });
-      await d.enqueue('rls', {}, { tenant: b });
-      const seen = await d.withTransaction(a, async (tx) =>
-        (await sql<{ tenant_id: string }>`select tenant_id from jobs`.execute(tx)).rows.map(
-          (r) => r.tenant_id,
-        ),
-      );
-      expect(new Set(seen)).toEqual(new Set([a]));
-      // Writing a row for another tenant inside tenant a's transaction is refused by the policy.
-      await expect(
-        d.withTransaction(a, async (tx) => {
-          await sql`update jobs set priority = 7 where tenant_id = ${b}`.execute(tx);
-          return (
-            await sql<{
-              n: number;
-            }>`select count(*)::int as n from jobs where priority = 7`.execute(tx)
-          ).rows;
-        }),
-      ).resolves.toEqual([{ n: 0 }]);
-      const role = await d.withTransaction(
-        a,
-        async (tx) =>
-          (
-            await sql<{
-              su: boolean;
-            }>`select rolsuper as su from pg_roles where rolname = current_user`.execute(tx)
-          ).rows,
-      );
-      expect(role).toEqual([{ su: false }]);
-    },
-  );
+// PostgreSQL enforces tenancy a second time, in the database (T-2); SQLite has no equivalent,
+// so this case belongs to the PostgreSQL store alone.
+describe('PostgreSQL row-level security', () => {
+  let ts: TestStore;
+  const opened: Docket<Jobs>[] = [];
+  const make = () => {
+    const d = createDocket<Jobs>({ store: ts.store, dataDir: ts.dataDir, reapIntervalMs: 0 });
+    opened.push(d);
+    return d;
+  };
+  beforeAll(async () => {
+    ts = await createTestStore('postgres');
+  });
+  afterAll(async () => {
+    for (const d of opened) await d.close();
+    await ts.dispose();
+  });
+
+  it('row-level security hides other tenants from a raw query without a tenant filter', async () => {
+    const d = make();
+    const a = unique('a');
+    const b = unique('b');
+    await d.enqueue('rls', {}, { tenant: a });
+    await d.enqueue('rls', {}, { tenant: b });
+    const seen = await d.withTransaction(a, async (tx) =>
+      (await sql<{ tenant_id: string }>`select tenant_id from jobs`.execute(tx)).rows.map(
+        (r) => r.tenant_id,
+      ),
+    );
+    expect(new Set(seen)).toEqual(new Set([a]));
+    // Writing a row for another tenant inside tenant a's transaction is refused by the policy.
+    await expect(
+      d.withTransaction(a, async (tx) => {
+        await sql`update jobs set priority = 7 where tenant_id = ${b}`.execute(tx);
+        return (
+          await sql<{
+            n: number;
+          }>`select count(*)::int as n from jobs where priority = 7`.execute(tx)
+        ).rows;
+      }),
+    ).resolves.toEqual([{ n: 0 }]);
+    const role = await d.withTransaction(
+      a,
+      async (tx) =>
+        (
+          await sql<{
+            su: boolean;
+          }>`select rolsuper as su from pg_roles where rolname = current_user`.execute(tx)
+        ).rows,
+    );
+    expect(role).toEqual([{ su: false }]);
+  });
 });
 
 async function auditActions(d: Docket<Jobs>, jobId: string): Promise<string[]> {
