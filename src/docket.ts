@@ -171,13 +171,12 @@ export function createDocket<M extends JobMap = JobMap>(
   const logger = options.logger ?? silentLogger();
   const clock = options.clock ?? systemClock;
   const ids = options.ids ?? uuidV7Generator;
-  const builtinHandlers: Record<string, JobHandler<unknown>> =
-    options.builtins === false
-      ? {}
-      : {
-          http: httpJobHandler as JobHandler<unknown>,
-          [PRUNE_JOB]: async () => ({ pruned: await docket.pruneOnce() }),
-        };
+  const builtinHandlers: Record<string, JobHandler<unknown>> = options.builtins === false
+    ? {}
+    : {
+        http: httpJobHandler as JobHandler<unknown>,
+        [PRUNE_JOB]: async () => ({ pruned: await docket.pruneOnce() }),
+      };
   const handlers: Record<string, JobHandler<unknown> | undefined> = {
     ...builtinHandlers,
     ...(options.handlers as Record<string, JobHandler<unknown> | undefined>),

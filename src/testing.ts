@@ -12,7 +12,10 @@ export async function runJobInline<M extends JobMap, K extends keyof M & string>
   payload: M[K],
   options: { tenant: string },
 ): Promise<Job<M[K]>> {
-  const { job } = await docket.enqueue(type, payload, { tenant: options.tenant, idempotencyKey: undefined });
+  const { job } = await docket.enqueue(type, payload, {
+    tenant: options.tenant,
+    idempotencyKey: undefined,
+  });
   await docket.processBatch({ max: 1, type, tenant: options.tenant, mode: 'strict' });
   return (await docket.jobs.get(job.id, { tenant: options.tenant })) as Job<M[K]>;
 }
@@ -22,8 +25,13 @@ export async function assertEnqueued<M extends JobMap, K extends keyof M & strin
   docket: Docket<M>,
   expected: { tenant: string; type: K; payload?: Partial<M[K]> },
 ): Promise<Job<M[K]>[]> {
-  const page = await docket.jobs.list({ type: expected.type, status: ['pending'], limit: 200 }, { tenant: expected.tenant });
-  const matches = page.items.filter((j) => expected.payload === undefined || containsAll(j.payload, expected.payload));
+  const page = await docket.jobs.list(
+    { type: expected.type, status: ['pending'], limit: 200 },
+    { tenant: expected.tenant },
+  );
+  const matches = page.items.filter(
+    (j) => expected.payload === undefined || containsAll(j.payload, expected.payload),
+  );
   if (matches.length === 0) {
     throw new DocketError('JOB_NOT_FOUND', `expected a pending ${expected.type} job`, {
       tenant: expected.tenant,
@@ -35,7 +43,8 @@ export async function assertEnqueued<M extends JobMap, K extends keyof M & strin
 }
 
 function containsAll(actual: unknown, expected: unknown): boolean {
-  if (expected === null || typeof expected !== 'object') return canonicalJson(actual) === canonicalJson(expected);
+  if (expected === null || typeof expected !== 'object')
+    return canonicalJson(actual) === canonicalJson(expected);
   if (actual === null || typeof actual !== 'object') return false;
   return Object.entries(expected as Record<string, unknown>).every(([k, v]) =>
     containsAll((actual as Record<string, unknown>)[k], v),

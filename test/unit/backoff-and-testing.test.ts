@@ -7,7 +7,7 @@ import { createTestStore, type TestStore } from '../helpers/backends.js';
 describe('backoffDelay', () => {
   it('stays within [d/2, d] for d = min(cap, base·2^(attempt−1)) over random inputs', () => {
     let seed = 42;
-    const rand = () => ((seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31);
+    const rand = () => (seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31;
     for (let i = 0; i < 5000; i++) {
       const baseMs = 1 + Math.floor(rand() * 10_000);
       const capMs = baseMs + Math.floor(rand() * 1_000_000);
@@ -41,8 +41,12 @@ describe('docket/testing helpers and the prune maintenance job', () => {
     const job = await runJobInline(docket, 'greet', { name: 'ada' }, { tenant: 'acme' });
     expect(job).toMatchObject({ status: 'succeeded', result: 'hello ada' });
     await docket.enqueue('greet', { name: 'bob' }, { tenant: 'acme' });
-    expect(await assertEnqueued(docket, { tenant: 'acme', type: 'greet', payload: { name: 'bob' } })).toHaveLength(1);
-    await expect(assertEnqueued(docket, { tenant: 'acme', type: 'greet', payload: { name: 'zed' } })).rejects.toMatchObject({
+    expect(
+      await assertEnqueued(docket, { tenant: 'acme', type: 'greet', payload: { name: 'bob' } }),
+    ).toHaveLength(1);
+    await expect(
+      assertEnqueued(docket, { tenant: 'acme', type: 'greet', payload: { name: 'zed' } }),
+    ).rejects.toMatchObject({
       code: 'JOB_NOT_FOUND',
     });
   });
