@@ -202,11 +202,19 @@ export function createDocket<M extends JobMap = JobMap>(
   const ready = () => {
     opened ??= (async () => {
       const store = await openStore(config, logger);
-      if (options.migrate !== false) await store.migrate();
-      const backend = jobBackendFor(store, logger);
-      await backend.start();
-      return { store, backend };
+      try {
+        if (options.migrate !== false) await store.migrate();
+        await store.verify();
+        const backend = jobBackendFor(store, logger);
+        await backend.start();
+        return { store, backend };
+      } catch (err) {
+        await store.close().catch(() => undefined);
+        throw err;
+      }
     })();
+    // A failed start (store down) is not cached: the next call tries again.
+    opened.catch(() => (opened = undefined));
     return opened;
   };
 

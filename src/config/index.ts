@@ -22,8 +22,14 @@ export type StoreConfig =
   | {
       /** PostgreSQL. */
       dialect: 'postgres';
-      /** Connection URL; the user must be allowed to `SET ROLE docket_app` and `docket_system`. */
+      /** Owner connection URL: runs migrations and the engine (as role `docket_system`). */
       url: string;
+      /**
+       * URL tenant transactions connect with: a non-superuser login that is not a member of
+       * `docket_system`, so row-level security binds it. Default: `url` with the user replaced
+       * by `docket_app` and no password.
+       */
+      appUrl: string;
       /** Connections per pool (tenant pool and system pool each). Default 10. */
       poolSize: number;
     };
@@ -65,7 +71,8 @@ export interface DocketConfig {
 export interface DocketOptions {
   /** Store selection; default embedded SQLite under `dataDir`. */
   store?:
-    { dialect: 'sqlite'; path?: string } | { dialect: 'postgres'; url: string; poolSize?: number };
+    | { dialect: 'sqlite'; path?: string }
+    | { dialect: 'postgres'; url: string; appUrl?: string; poolSize?: number };
   /** Maximum payload size in bytes. Default 262_144. */
   payloadLimitBytes?: number;
   /** Job defaults. */
@@ -83,7 +90,12 @@ export function resolveConfig(options: DocketOptions = {}): DocketConfig {
   const dataDir = resolve(options.dataDir ?? './data');
   const store: StoreConfig =
     options.store?.dialect === 'postgres'
-      ? { dialect: 'postgres', url: options.store.url, poolSize: options.store.poolSize ?? 10 }
+      ? {
+          dialect: 'postgres',
+          url: options.store.url,
+          appUrl: options.store.appUrl ?? appUrlFrom(options.store.url),
+          poolSize: options.store.poolSize ?? 10,
+        }
       : { dialect: 'sqlite', path: resolve(options.store?.path ?? `${dataDir}/docket.sqlite`) };
   const retry: RetryPolicy = {
     baseMs: options.jobs?.retry?.baseMs ?? 1000,
@@ -150,7 +162,12 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): DocketOpti
     const url = env.DOCKET_DATABASE_URL;
     if (!url)
       throw new DocketError('CONFIG_INVALID', 'DOCKET_STORE=postgres needs DOCKET_DATABASE_URL');
-    store = { dialect: 'postgres', url, poolSize: num('DOCKET_PG_POOL_SIZE') };
+    store = {
+      dialect: 'postgres',
+      url,
+      appUrl: env.DOCKET_APP_DATABASE_URL || undefined,
+      poolSize: num('DOCKET_PG_POOL_SIZE'),
+    };
   } else if (dialect === 'sqlite') {
     store = { dialect: 'sqlite', path: env.DOCKET_SQLITE_PATH };
   } else {
@@ -174,6 +191,18 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): DocketOpti
       failedMs: num('DOCKET_RETENTION_FAILED_MS'),
     },
   };
+}
+
+/** The default tenant-connection URL: the owner URL with user `docket_app` and no password. */
+export function appUrlFrom(url: string): string {
+  try {
+    const u = new URL(url);
+    u.username = 'docket_app';
+    u.password = '';
+    return u.toString();
+  } catch {
+    return url;
+  }
 }
 
 function deepFreeze<T>(value: T): T {

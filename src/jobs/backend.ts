@@ -49,7 +49,8 @@ export interface JobFailureParams {
 
 /** Insert outcome per job, in input order. */
 export type JobInsertOutcome =
-  { kind: 'inserted'; job: Job } | { kind: 'existing'; job: Job; payloadHash: string };
+  | { kind: 'inserted'; job: Job }
+  | { kind: 'existing'; job: Job };
 
 /** A job after a guarded operator transition, and whether the transition happened. */
 export interface JobChange {
@@ -77,7 +78,10 @@ export interface AuditEntry {
 export interface JobBackend {
   /** Capabilities of this backend. */
   readonly capabilities: JobBackendCapabilities;
-  /** Inserts jobs for one tenant; a repeated idempotency key returns the existing job. */
+  /**
+   * Inserts jobs for one tenant; a repeated idempotency key returns the existing job, and a
+   * repeated key with another payload throws IDEMPOTENCY_CONFLICT inside the transaction.
+   */
   jobInsertMany(p: {
     tenant: string;
     jobs: NewJob[];

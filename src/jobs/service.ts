@@ -97,18 +97,7 @@ export class JobsService {
       jobs: prepared,
       tx: common.tx,
     });
-    return outcomes.map((o, i) => {
-      if (o.kind === 'inserted') return { job: o.job, deduplicated: false };
-      const wanted = prepared[i] as NewJob;
-      if (o.payloadHash !== wanted.payloadHash || o.job.type !== wanted.type) {
-        throw new DocketError(
-          'IDEMPOTENCY_CONFLICT',
-          'this idempotency key was used with a different payload',
-          { idempotencyKey: wanted.idempotencyKey, existingJobId: o.job.id },
-        );
-      }
-      return { job: o.job, deduplicated: true };
-    });
+    return outcomes.map((o) => ({ job: o.job, deduplicated: o.kind === 'existing' }));
   }
 
   private prepare(

@@ -35,6 +35,8 @@ export interface StoreBase {
   readonly systemDb: Kysely<DocketDatabase>;
   /** Applies pending migrations (idempotent; safe from several processes at once). */
   migrate(): Promise<string[]>;
+  /** Checks the store is set up safely (PostgreSQL: the tenant role cannot escape RLS). */
+  verify(): Promise<void>;
   /** Quick connectivity probe for /readyz and `docket doctor`. */
   ping(): Promise<void>;
   /** Closes every connection. */

@@ -37,13 +37,13 @@ export interface PostgresStore extends StoreBase {
   readonly connectionString: string;
 }
 
-function makePool(url: string, role: string, max: number, logger: Logger): pg.Pool {
+function makePool(url: string, role: string | undefined, max: number, logger: Logger): pg.Pool {
   const pool = new pg.Pool({
     connectionString: url,
     max,
     types: typeParsers,
-    options: `-c role=${role}`,
-    application_name: `docket:${role}`,
+    ...(role ? { options: `-c role=${role}` } : {}),
+    application_name: `docket:${role ?? APP_ROLE}`,
   });
   pool.on('error', (err) => logger.warn({ err, role }, 'idle PostgreSQL connection failed'));
   return pool;
@@ -55,7 +55,9 @@ export async function openPostgresStore(
   logger: Logger,
 ): Promise<PostgresStore> {
   const systemPool = makePool(config.url, SYSTEM_ROLE, config.poolSize, logger);
-  const tenantPool = makePool(config.url, APP_ROLE, config.poolSize, logger);
+  // Tenant transactions log in as their own non-superuser role (not SET ROLE from the owner):
+  // code holding a tenant transaction must not be able to `SET ROLE` its way out of RLS.
+  const tenantPool = makePool(config.appUrl, undefined, config.poolSize, logger);
   const systemDb = new Kysely<DocketDatabase>({
     dialect: new PostgresDialect({ pool: systemPool }),
   });
@@ -103,39 +105,66 @@ export async function openPostgresStore(
     async ping() {
       await translate(() => systemPool.query('select 1'));
     },
+    async verify() {
+      const res = await translate(() =>
+        tenantPool.query(
+          `select current_user as role, r.rolsuper as su, r.rolbypassrls as bypass,
+                  pg_has_role(current_user, $1, 'MEMBER') as system_member
+           from pg_roles r where r.rolname = current_user`,
+          [SYSTEM_ROLE],
+        ),
+      );
+      const row = res.rows[0] as { role: string; su: boolean; bypass: boolean; system_member: boolean };
+      if (!row || row.su || row.bypass || row.system_member) {
+        throw new DocketError(
+          'CONFIG_INVALID',
+          `tenant connections run as ${row?.role ?? '?'}, which escapes row-level security; ` +
+            `use a non-superuser role that is not a member of ${SYSTEM_ROLE} (default ${APP_ROLE})`,
+          { role: row?.role },
+        );
+      }
+    },
     async close() {
       await Promise.all([systemDb.destroy(), tenantDb.destroy()]);
     },
   };
 }
 
-/** Creates the two roles (if the user may) and lets the connecting user switch to them. */
+/**
+ * Creates the roles if the user may: `docket_app` (LOGIN, the tenant connections' role, bound by
+ * RLS) and `docket_system` (NOLOGIN, the engine's cross-tenant role, granted to the owner).
+ */
 async function ensureRoles(pool: pg.Pool): Promise<void> {
-  for (const role of [APP_ROLE, SYSTEM_ROLE]) {
-    const exists = await pool.query('select 1 from pg_roles where rolname = $1', [role]);
+  const create = async (role: string, attrs: string) => {
+    const exists = await pool.query('select rolcanlogin from pg_roles where rolname = $1', [role]);
     if (exists.rowCount === 0) {
       try {
-        await pool.query(`create role ${role} nologin`);
+        await pool.query(`create role ${role} ${attrs}`);
       } catch (err) {
         // Another process created it between our check and create: fine.
         const code = (err as { code?: string }).code;
         if (code !== '42710' && code !== '23505') {
           throw new DocketError(
             'STORE_UNAVAILABLE',
-            `cannot create role ${role}; create it (NOLOGIN) and grant it to the Docket user`,
+            `cannot create role ${role}; create it (${attrs}) as documented in the README`,
             {},
             { cause: err },
           );
         }
       }
+    } else if (attrs.includes('login') && !(exists.rows[0] as { rolcanlogin: boolean }).rolcanlogin) {
+      await pool.query(`alter role ${role} login`);
     }
-    const member = await pool.query(
-      `select pg_has_role(current_user, $1, 'MEMBER') as ok, (select rolsuper from pg_roles where rolname = current_user) as su`,
-      [role],
-    );
-    const row = member.rows[0] as { ok: boolean; su: boolean };
-    if (!row.ok && !row.su) await pool.query(`grant ${role} to current_user`);
-  }
+  };
+  await create(APP_ROLE, 'login noinherit nosuperuser');
+  await create(SYSTEM_ROLE, 'nologin');
+  const member = await pool.query(
+    `select pg_has_role(current_user, $1, 'MEMBER') as ok,
+            (select rolsuper from pg_roles where rolname = current_user) as su`,
+    [SYSTEM_ROLE],
+  );
+  const row = member.rows[0] as { ok: boolean; su: boolean };
+  if (!row.ok && !row.su) await pool.query(`grant ${SYSTEM_ROLE} to current_user`);
 }
 
 const CONNECTION_CODES = new Set([

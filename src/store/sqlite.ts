@@ -108,6 +108,7 @@ export async function openSqliteStore(
     async migrate() {
       return runMigrations(db, 'sqlite');
     },
+    async verify() {},
     async ping() {
       await db.connection().execute(async () => raw.prepare('select 1').get());
     },

@@ -566,17 +566,32 @@ describe('PostgreSQL row-level security', () => {
       ),
     );
     expect(new Set(seen)).toEqual(new Set([a]));
-    // Writing a row for another tenant inside tenant a's transaction is refused by the policy.
+    // Another tenant's rows cannot be changed: the update matches nothing under the policy.
+    await d.withTransaction(a, (tx) =>
+      sql`update jobs set priority = 7 where tenant_id = ${b}`.execute(tx),
+    );
+    const bRows = await (
+      await d.internals.systemDb()
+    )
+      .selectFrom('jobs')
+      .select('priority')
+      .where('tenant_id', '=', b)
+      .execute();
+    expect(bRows).toEqual([{ priority: 0 }]);
+    // Nor created: WITH CHECK refuses a row for tenant b inside tenant a's transaction.
     await expect(
-      d.withTransaction(a, async (tx) => {
-        await sql`update jobs set priority = 7 where tenant_id = ${b}`.execute(tx);
-        return (
-          await sql<{
-            n: number;
-          }>`select count(*)::int as n from jobs where priority = 7`.execute(tx)
-        ).rows;
-      }),
-    ).resolves.toEqual([{ n: 0 }]);
+      d.withTransaction(a, (tx) =>
+        sql`insert into jobs (id, tenant_id, queue, type, payload, payload_hash, status, available_at,
+              max_attempts, trace_id, created_at, updated_at)
+            values (gen_random_uuid(), ${b}, 'q', 't', '{}', 'h', 'pending', 0, 1, 'x', 0, 0)`.execute(
+          tx,
+        ),
+      ),
+    ).rejects.toThrow(/row-level security/);
+    // And the transaction cannot switch to the engine's cross-tenant role.
+    await expect(
+      d.withTransaction(a, (tx) => sql`set local role docket_system`.execute(tx)),
+    ).rejects.toThrow(/permission denied/);
     const role = await d.withTransaction(
       a,
       async (tx) =>

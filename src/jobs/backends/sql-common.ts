@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { sql, type Transaction } from 'kysely';
+import { DocketError } from '../../core/errors.js';
 import { isUuid } from '../../core/ids.js';
 import type { DocketDatabase, StoreBase, TenantTransaction } from '../../store/index.js';
 import type {
@@ -90,12 +91,23 @@ export abstract class SqlJobBackendBase {
         for (const r of rows)
           existing.set(r.idempotency_key as string, r as JobRow & { payload_hash: string });
       }
+      // Compared inside the transaction so that a conflict rolls back the whole batch.
       return p.jobs.map((j): JobInsertOutcome => {
         const row = inserted.get(j.id);
         if (row) return { kind: 'inserted', job: rowToJob(row) };
         const prior = existing.get(j.idempotencyKey as string);
-        if (!prior) throw new Error(`job ${j.id} was neither inserted nor found by its key`);
-        return { kind: 'existing', job: rowToJob(prior), payloadHash: prior.payload_hash };
+        if (!prior) {
+          throw new DocketError('STORE_UNAVAILABLE', 'a job was neither inserted nor found by its key; retry', {
+            idempotencyKey: j.idempotencyKey,
+          });
+        }
+        if (prior.payload_hash !== j.payloadHash || prior.type !== j.type) {
+          throw new DocketError('IDEMPOTENCY_CONFLICT', 'this idempotency key was used with a different payload', {
+            idempotencyKey: j.idempotencyKey,
+            existingJobId: prior.id,
+          });
+        }
+        return { kind: 'existing', job: rowToJob(prior) };
       });
     };
     if (p.tx) return run(p.tx);

@@ -20,7 +20,7 @@ const TRANSITIONS: Array<[string, string]> = [
 ];
 const transitionList = TRANSITIONS.map(([a, b]) => `'${a}>${b}'`).join(',');
 
-const TENANT_TABLES = ['jobs', 'dlq_items', 'audit_logs'];
+const TENANT_TABLES = ['jobs', 'dlq_items', 'audit_logs', 'api_keys'];
 
 const postgres = [
   `create table tenants (
@@ -120,7 +120,9 @@ const postgres = [
        with check (tenant_id = current_setting('app.current_tenant', true))`,
     `create policy ${t}_system on ${t} to docket_system using (true) with check (true)`,
   ]),
-  `grant select, insert, update on jobs, dlq_items to docket_app`,
+  `grant select, insert, update on jobs to docket_app`,
+  // Tenants only mark their DLQ items replayed; recording them is the engine's job.
+  `grant select, update (replayed_at) on dlq_items to docket_app`,
   `grant select, insert on audit_logs to docket_app`,
   `grant select, insert, update, delete on jobs, dlq_items, tenants, api_keys to docket_system`,
   `grant select, insert, delete on audit_logs to docket_system`,
