@@ -1,3 +1,5 @@
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
 import type { Kysely, Transaction } from 'kysely';
 import {
   optionsFromEnv,
@@ -6,7 +8,7 @@ import {
   type DocketOptions,
 } from './config/index.js';
 import { systemClock, type Clock } from './core/clock.js';
-import { requireTenant, runWithContext } from './core/context.js';
+import { currentContext, requireTenant, runWithContext } from './core/context.js';
 import { uuidV7Generator, type IdGenerator } from './core/ids.js';
 import { silentLogger, type Logger } from './core/logger.js';
 import { IntervalService } from './core/service.js';
@@ -298,7 +300,9 @@ export function createDocket<M extends JobMap = JobMap>(
       const { store, backend } = await ready();
       const out = await store.withTenantTransaction(tenant, async (trx) => {
         txTenants.set(trx, tenant);
-        return runWithContext({ tenant }, () => fn(trx as unknown as DocketTransaction<DB>));
+        return runWithContext({ tenant, traceId: currentContext()?.traceId }, () =>
+          fn(trx as unknown as DocketTransaction<DB>),
+        );
       });
       // Jobs enqueued in the transaction are committed now: wake this process's workers.
       backend.notifyJobsAvailable();
@@ -340,15 +344,17 @@ export function createDocket<M extends JobMap = JobMap>(
       const { handlers: own, ...rest } = o;
       const lazy = new LazyWorker(execDeps, {
         ...rest,
-        handlers:
-          (own as Record<string, JobHandler<never>>) ??
-          (handlers as Record<string, JobHandler<never>>),
+        // Built-ins stay in every worker so maintenance (docket.prune) always has a runner.
+        handlers: (own
+          ? { ...builtinHandlers, ...(own as Record<string, JobHandler<unknown>>) }
+          : handlers) as Record<string, JobHandler<never>>,
       });
       workers.add(lazy);
       return lazy;
     },
-    async processBatch(o) {
-      return processBatch(await execDeps(), handlers, o);
+    async processBatch(o = {}) {
+      // Inside a tenant context, a batch without an explicit tenant stays within that tenant.
+      return processBatch(await execDeps(), handlers, { tenant: currentContext()?.tenant, ...o });
     },
     async reapOnce() {
       return new Reaper(await execDeps(), 0).runOnce();
@@ -400,7 +406,7 @@ class LazyWorker implements Worker {
     private readonly deps: () => Promise<ExecutionDeps>,
     private readonly options: WorkerOptions,
   ) {
-    this.id = options.workerId ?? `${process.pid}:${Math.random().toString(36).slice(2, 8)}`;
+    this.id = options.workerId ?? `${hostname()}:${process.pid}:${randomUUID()}`;
   }
 
   get running(): number {

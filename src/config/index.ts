@@ -131,6 +131,31 @@ function validateConfig(c: DocketConfig): void {
     ['jobs.timeoutMs', c.jobs.timeoutMs],
     ['jobs.leaseMs', c.jobs.leaseMs],
   ];
+  positive.push(
+    ['retention.succeededMs', c.retention.succeededMs],
+    ['retention.failedMs', c.retention.failedMs],
+  );
+  if (c.store.dialect === 'postgres') positive.push(['store.poolSize', c.store.poolSize]);
+  for (const [name, v] of positive) {
+    if (!Number.isInteger(v) || v <= 0) {
+      throw new DocketError('CONFIG_INVALID', `${name} must be a positive integer`, {
+        name,
+        value: v,
+      });
+    }
+  }
+  for (const [name, v] of [
+    ['jobs.timeoutMs', c.jobs.timeoutMs],
+    ['jobs.graceMs', c.jobs.graceMs],
+    ['jobs.leaseMs', c.jobs.leaseMs],
+  ] as const) {
+    if (v > 2_147_483_647) {
+      throw new DocketError('CONFIG_INVALID', `${name} must be at most 2147483647 ms`, {
+        name,
+        value: v,
+      });
+    }
+  }
   for (const [name, v] of positive) {
     if (!Number.isFinite(v) || v <= 0) {
       throw new DocketError('CONFIG_INVALID', `${name} must be a positive number`, {
@@ -150,6 +175,15 @@ function validateConfig(c: DocketConfig): void {
 /** Reads DocketOptions from environment variables (see the README's configuration table). */
 export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): DocketOptions {
   const dialect = env.DOCKET_STORE ?? (env.DOCKET_DATABASE_URL ? 'postgres' : 'sqlite');
+  // Q-14: the queue backend. Until the Redis queue lands, the queue lives in the store.
+  const queue = env.DOCKET_QUEUE;
+  if (queue !== undefined && queue !== '' && queue !== dialect) {
+    throw new DocketError(
+      'CONFIG_INVALID',
+      `DOCKET_QUEUE=${queue} is not available with DOCKET_STORE=${dialect}; the queue lives in the store (${dialect})`,
+      { queue, store: dialect },
+    );
+  }
   const num = (name: string): number | undefined => {
     const raw = env[name];
     if (raw === undefined || raw === '') return undefined;

@@ -55,7 +55,17 @@ export function traceIdFromTraceparent(header: string | undefined): string | und
   return m[1];
 }
 
-/** The trace id to use: explicit, else ambient, else a new one. */
+/** The trace id to use: explicit, else ambient, else a new one; must be 32 lowercase hex chars. */
 export function resolveTraceId(explicit?: string): string {
-  return explicit ?? storage.getStore()?.traceId ?? newTraceId();
+  const id = explicit ?? storage.getStore()?.traceId ?? newTraceId();
+  if (!/^[0-9a-f]{32}$/.test(id) || /^0+$/.test(id)) {
+    throw new DocketError(
+      'VALIDATION_FAILED',
+      'traceId must be 32 lowercase hex characters (W3C)',
+      {
+        field: 'traceId',
+      },
+    );
+  }
+  return id;
 }

@@ -48,9 +48,7 @@ export interface JobFailureParams {
 }
 
 /** Insert outcome per job, in input order. */
-export type JobInsertOutcome =
-  | { kind: 'inserted'; job: Job }
-  | { kind: 'existing'; job: Job };
+export type JobInsertOutcome = { kind: 'inserted'; job: Job } | { kind: 'existing'; job: Job };
 
 /** A job after a guarded operator transition, and whether the transition happened. */
 export interface JobChange {

@@ -49,6 +49,9 @@ class JobTimeoutError extends Error {
   }
 }
 
+/** setTimeout's largest delay; longer timeouts would fire at once. */
+export const MAX_TIMER_MS = 2_147_483_647;
+
 /** The error raised when a lease is lost mid-run. */
 export const leaseLostError = (): Error => new LeaseLostError();
 
@@ -61,9 +64,16 @@ export function startAttempt(
   deps: ExecutionDeps,
   job: Job,
   handler: JobHandler<unknown>,
+  limits: { maxTimeoutMs?: number } = {},
 ): RunningAttempt {
   const typeOpts = deps.typeOptions(job.type);
-  const timeoutMs = job.timeoutMs ?? typeOpts?.timeoutMs ?? deps.config.jobs.timeoutMs;
+  const timeoutMs = Math.max(
+    1,
+    Math.min(
+      job.timeoutMs ?? typeOpts?.timeoutMs ?? deps.config.jobs.timeoutMs,
+      limits.maxTimeoutMs ?? MAX_TIMER_MS,
+    ),
+  );
   const graceMs = typeOpts?.graceMs ?? deps.config.jobs.graceMs;
   const controller = new AbortController();
   let graceTimer: NodeJS.Timeout | undefined;
@@ -161,7 +171,7 @@ export async function recordFailure(
   }
   const policy = { ...deps.config.jobs.retry, ...deps.typeOptions(job.type)?.retry };
   const availableAt =
-    error instanceof RetryJobError
+    error instanceof RetryJobError && Number.isFinite(error.retryAt)
       ? Math.max(now, error.retryAt)
       : now + backoffDelay(policy, job.attempts, deps.random);
   const ok = await deps.backend.jobRetry({

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { DocketError } from '../core/errors.js';
-import { recordFailure, startAttempt, type ExecutionDeps } from './execution.js';
+import { leaseLostError, recordFailure, startAttempt, type ExecutionDeps } from './execution.js';
 import type { JobHandler } from './registry.js';
 import type { Job } from './types.js';
 
@@ -109,7 +109,7 @@ export async function processBatch(
       ? [{ lane: { name: mode === 'strict' ? 'strict' : 'type', match: ['*'] } as Lane, types }]
       : assignLanes(types, options.lanes ?? DEFAULT_LANES);
 
-  const started = Date.now();
+  const started = deps.clock.now();
   const deadline = started + budgetMs;
   const workerId = `batch:${randomBytes(4).toString('hex')}`;
   const result: ProcessBatchResult = {
@@ -127,7 +127,7 @@ export async function processBatch(
     let taken = 0;
     const cap = Math.min(lane.max ?? max, max);
     while (result.processed < max && taken < cap) {
-      if (Date.now() >= deadline) {
+      if (deps.clock.now() >= deadline) {
         result.budgetExhausted = true;
         break;
       }
@@ -143,11 +143,18 @@ export async function processBatch(
       taken++;
       result.processed++;
       result.byLane[lane.name] = (result.byLane[lane.name] ?? 0) + 1;
-      await runOne(deps, handlers[job.type] as JobHandler<unknown>, job, workerId, result);
+      await runOne(
+        deps,
+        handlers[job.type] as JobHandler<unknown>,
+        job,
+        workerId,
+        result,
+        deadline,
+      );
     }
     if (result.budgetExhausted || result.processed >= max) break;
   }
-  result.durationMs = Date.now() - started;
+  result.durationMs = deps.clock.now() - started;
   return result;
 }
 
@@ -157,10 +164,40 @@ async function runOne(
   job: Job,
   workerId: string,
   result: ProcessBatchResult,
+  deadline: number,
 ): Promise<void> {
-  const outcome = await startAttempt(deps, job, handler).outcome;
+  // The budget bounds a running job too: its timeout is cut to what is left of the budget.
+  const attempt = startAttempt(deps, job, handler, { maxTimeoutMs: deadline - deps.clock.now() });
+  // Heartbeat like a worker, so a job longer than its lease is not reaped and run twice.
+  const leaseMs = deps.config.jobs.leaseMs;
+  const heartbeat = setInterval(
+    () => {
+      const now = deps.clock.now();
+      deps.backend
+        .jobHeartbeat({ workerId, ids: [job.id], leaseUntil: now + leaseMs, now })
+        .then((held) => {
+          if (!held.includes(job.id)) attempt.abort(leaseLostError());
+        })
+        .catch((err: unknown) => deps.logger.warn({ err, jobId: job.id }, 'heartbeat failed'));
+    },
+    Math.max(50, Math.floor(leaseMs / 3)),
+  );
+  let outcome;
+  try {
+    outcome = await attempt.outcome;
+  } finally {
+    clearInterval(heartbeat);
+  }
   if (outcome.kind === 'succeeded') {
-    const resultJson = outcome.result === undefined ? null : JSON.stringify(outcome.result);
+    let resultJson: string | null = null;
+    try {
+      resultJson = outcome.result === undefined ? null : JSON.stringify(outcome.result);
+    } catch (err) {
+      deps.logger.warn(
+        { err, jobId: job.id },
+        'job result is not JSON-serializable; stored as null',
+      );
+    }
     const done = await deps.backend.jobCompleteMany({
       workerId,
       items: [{ id: job.id, resultJson }],

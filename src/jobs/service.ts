@@ -5,6 +5,7 @@ import { DocketError } from '../core/errors.js';
 import type { IdGenerator } from '../core/ids.js';
 import type { TenantTransaction } from '../store/index.js';
 import type { AuditEntry, JobBackend } from './backend.js';
+import { MAX_TIMER_MS } from './execution.js';
 import { canonicalJson, payloadHash } from './hashing.js';
 import { JOB_TYPE_PATTERN, type JobTypeOptions } from './registry.js';
 import type { DlqItem, EnqueueResult, Job, JobListFilter, NewJob, Page } from './types.js';
@@ -88,9 +89,25 @@ export class JobsService {
         size: items.length,
       });
     }
+    items.forEach((item, index) => {
+      const own = item.options?.tenant;
+      if (own !== undefined && own !== tenant) {
+        throw new DocketError(
+          'VALIDATION_FAILED',
+          'every job of a batch belongs to the same tenant',
+          {
+            field: `[${index}].tenant`,
+            tenant: own,
+            batchTenant: tenant,
+          },
+        );
+      }
+    });
     const now = this.deps.clock.now();
+    // One trace for the whole call unless an item names its own.
+    const traceId = resolveTraceId(items.find((i) => i.options?.traceId)?.options?.traceId);
     const prepared = items.map((item, index) =>
-      this.prepare(item.type, item.payload, item.options ?? {}, tenant, now, index),
+      this.prepare(item.type, item.payload, { traceId, ...item.options }, tenant, now, index),
     );
     const outcomes = await this.deps.backend.jobInsertMany({
       tenant,
@@ -173,8 +190,11 @@ export class JobsService {
         field: at('maxAttempts'),
       });
     }
-    if (o.timeoutMs !== undefined && (!Number.isInteger(o.timeoutMs) || o.timeoutMs < 1)) {
-      throw new DocketError('VALIDATION_FAILED', 'timeoutMs must be a positive integer', {
+    if (
+      o.timeoutMs !== undefined &&
+      (!Number.isInteger(o.timeoutMs) || o.timeoutMs < 1 || o.timeoutMs > MAX_TIMER_MS)
+    ) {
+      throw new DocketError('VALIDATION_FAILED', `timeoutMs must be an integer 1–${MAX_TIMER_MS}`, {
         field: at('timeoutMs'),
       });
     }

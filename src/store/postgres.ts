@@ -114,7 +114,12 @@ export async function openPostgresStore(
           [SYSTEM_ROLE],
         ),
       );
-      const row = res.rows[0] as { role: string; su: boolean; bypass: boolean; system_member: boolean };
+      const row = res.rows[0] as {
+        role: string;
+        su: boolean;
+        bypass: boolean;
+        system_member: boolean;
+      };
       if (!row || row.su || row.bypass || row.system_member) {
         throw new DocketError(
           'CONFIG_INVALID',
@@ -152,7 +157,10 @@ async function ensureRoles(pool: pg.Pool): Promise<void> {
           );
         }
       }
-    } else if (attrs.includes('login') && !(exists.rows[0] as { rolcanlogin: boolean }).rolcanlogin) {
+    } else if (
+      attrs.includes('login') &&
+      !(exists.rows[0] as { rolcanlogin: boolean }).rolcanlogin
+    ) {
       await pool.query(`alter role ${role} login`);
     }
   };

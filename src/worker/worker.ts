@@ -10,6 +10,7 @@ import {
   type JobCompletion,
   type JobHandler,
   type RunningAttempt,
+  RetryJobError,
 } from '../jobs/index.js';
 import type { Job } from '../jobs/index.js';
 
@@ -44,6 +45,8 @@ export interface Worker extends Service {
 interface Slot {
   job: Job;
   attempt: RunningAttempt;
+  /** Lease end as of the last successful heartbeat; past it the job may be running elsewhere. */
+  leaseUntil: number;
 }
 
 /**
@@ -72,12 +75,15 @@ export class JobWorker implements Worker {
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private unsubscribe: (() => void) | undefined;
   private readonly failures = new Set<Promise<unknown>>();
+  private stopping: Promise<void> | undefined;
+  /** Wall-clock time after which a stopping worker gives up writing completions. */
+  private stopDeadline = Infinity;
 
   constructor(
     private readonly deps: ExecutionDeps,
     private readonly options: WorkerOptions,
   ) {
-    this.id = options.workerId ?? `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+    this.id = options.workerId ?? `${hostname()}:${process.pid}:${randomBytes(8).toString('hex')}`;
     this.concurrency = options.concurrency ?? 10;
     this.prefetch = options.prefetch ?? this.concurrency;
     this.pollIntervalMs =
@@ -109,8 +115,14 @@ export class JobWorker implements Worker {
     this.loopDone = this.loop();
   }
 
-  /** One claim-and-dispatch pass (used by tests). */
+  /** One claim-and-dispatch pass (used by tests); the worker must be started. */
   async runOnce(): Promise<number> {
+    if (this.state !== 'running') {
+      throw new DocketError(
+        'CONFIG_INVALID',
+        'runOnce needs a started worker (claimed jobs would be stranded)',
+      );
+    }
     return this.fill();
   }
 
@@ -175,15 +187,19 @@ export class JobWorker implements Worker {
     ) {
       const job = this.buffer.shift() as Job;
       const handler = this.options.handlers[job.type] as JobHandler<unknown>;
+      // Re-claiming our own job means our earlier lease on it lapsed: that run is no longer ours.
+      this.slots.get(job.id)?.attempt.abort(leaseLostError());
       const attempt = startAttempt(this.deps, job, handler);
-      this.slots.set(job.id, { job, attempt });
+      this.slots.set(job.id, { job, attempt, leaseUntil: job.leaseUntil ?? 0 });
       void attempt.outcome.then((outcome) => this.settle(job, outcome));
     }
   }
 
   private settle(job: Job, outcome: Awaited<RunningAttempt['outcome']>): void {
-    // A job released by a forced shutdown is no longer ours: ignore its late outcome.
-    if (!this.slots.delete(job.id)) return;
+    // A job released by a forced shutdown, or re-claimed after our lease lapsed, is no longer
+    // this run's: ignore its late outcome.
+    if (this.slots.get(job.id)?.job !== job) return;
+    this.slots.delete(job.id);
     if (outcome.kind === 'succeeded') {
       let resultJson: string | null = null;
       try {
@@ -246,9 +262,15 @@ export class JobWorker implements Worker {
             { err, count: batch.length },
             'writing completions failed; retrying',
           );
+          if (Date.now() > this.stopDeadline) {
+            this.deps.logger.error(
+              { count: batch.length },
+              'giving up on completions at the shutdown deadline; the reaper will re-run these jobs',
+            );
+            return;
+          }
           this.completionQueue.unshift(...batch);
           await new Promise((r) => setTimeout(r, 250));
-          if (this.state === 'stopped') return;
           continue;
         }
         for (const item of batch) this.completing.delete(item.id);
@@ -271,47 +293,80 @@ export class JobWorker implements Worker {
           now,
         }),
       );
-      for (const [id, slot] of this.slots) if (!held.has(id)) slot.attempt.abort(leaseLostError());
+      for (const [id, slot] of this.slots) {
+        if (held.has(id)) slot.leaseUntil = now + this.leaseMs;
+        else slot.attempt.abort(leaseLostError());
+      }
       for (let i = this.buffer.length - 1; i >= 0; i--) {
         if (!held.has((this.buffer[i] as Job).id)) this.buffer.splice(i, 1);
       }
     } catch (err) {
       this.deps.logger.warn({ err, workerId: this.id }, 'heartbeat failed');
+      // Without a renewed lease, a job past its lease end may already run elsewhere: stop ours.
+      for (const slot of this.slots.values()) {
+        if (slot.leaseUntil <= now) slot.attempt.abort(leaseLostError());
+      }
     }
   }
 
   /** Graceful shutdown: stop claiming, wait for running jobs until the deadline, release the rest. */
-  async stop(options: { deadlineMs?: number } = {}): Promise<void> {
+  stop(options: { deadlineMs?: number } = {}): Promise<void> {
     if (this.state === 'idle') {
       this.state = 'stopped';
-      return;
+      return Promise.resolve();
     }
-    if (this.state !== 'running') return;
+    this.stopping ??= this.shutdown(options.deadlineMs ?? 30_000);
+    return this.stopping;
+  }
+
+  private async shutdown(deadlineMs: number): Promise<void> {
     this.state = 'stopping';
+    this.stopDeadline = Date.now() + deadlineMs;
     this.unsubscribe?.();
     this.wake?.();
-    await this.loopDone;
-    const unstarted = this.buffer.splice(0).map((j) => j.id);
-    const now = () => this.deps.clock.now();
-    if (unstarted.length)
-      await this.deps.backend.jobRelease({ workerId: this.id, ids: unstarted, now: now() });
-    const deadline = Date.now() + (options.deadlineMs ?? 30_000);
-    while (this.slots.size > 0 && Date.now() < deadline) {
-      await Promise.race([
-        ...[...this.slots.values()].map((s) => s.attempt.outcome),
-        new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now()))),
-      ]);
-    }
-    if (this.slots.size > 0) {
-      const ids = [...this.slots.keys()];
-      for (const s of this.slots.values()) s.attempt.abort(new Error('worker shutting down'));
+    try {
+      await this.loopDone;
+      const unstarted = this.buffer.splice(0).map((j) => j.id);
+      // Never started: hand them back without counting an attempt.
+      if (unstarted.length) {
+        await this.deps.backend.jobRelease({
+          workerId: this.id,
+          ids: unstarted,
+          now: this.deps.clock.now(),
+        });
+      }
+      while (this.slots.size > 0 && Date.now() < this.stopDeadline) {
+        await Promise.race([
+          ...[...this.slots.values()].map((s) => s.attempt.outcome),
+          new Promise((r) => setTimeout(r, Math.max(0, this.stopDeadline - Date.now()))),
+        ]);
+      }
+      // Started but unfinished at the deadline: the attempt counts (a handler that always hangs
+      // must still reach the DLQ), and the job is retried at once elsewhere.
+      const interrupted = [...this.slots.values()];
       this.slots.clear();
-      await this.deps.backend.jobRelease({ workerId: this.id, ids, now: now() });
+      for (const s of interrupted) s.attempt.abort(new Error('worker shutting down'));
+      await Promise.all(
+        interrupted.map((s) =>
+          recordFailure(
+            this.deps,
+            s.job,
+            this.id,
+            new RetryJobError(
+              'the worker shut down before the job finished',
+              this.deps.clock.now(),
+            ),
+          ).catch((err: unknown) =>
+            this.deps.logger.error({ err, jobId: s.job.id }, 'releasing an interrupted job failed'),
+          ),
+        ),
+      );
+      while (this.flushing || this.failures.size > 0) {
+        await Promise.all([this.flushing, ...this.failures]);
+      }
+    } finally {
+      clearInterval(this.heartbeatTimer);
+      this.state = 'stopped';
     }
-    while (this.flushing || this.failures.size > 0) {
-      await Promise.all([this.flushing, ...this.failures]);
-    }
-    clearInterval(this.heartbeatTimer);
-    this.state = 'stopped';
   }
 }

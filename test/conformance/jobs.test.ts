@@ -7,6 +7,7 @@ import {
   createDocket,
   ManualClock,
   PermanentJobError,
+  RetryJobError,
   type Docket,
   type JobContext,
 } from '../../src/index.js';
@@ -330,6 +331,7 @@ describe.each(BACKENDS)('job conformance on %s', (backend) => {
       },
     });
     const tenant = unique('t');
+    const startedAt = Date.now();
     const a = await d.enqueue(ignoring, {}, { tenant, timeoutMs: 100 });
     const b = await d.enqueue(polite, {}, { tenant, timeoutMs: 100 });
     const worker = d.createWorker({ concurrency: 2 });
@@ -343,6 +345,9 @@ describe.each(BACKENDS)('job conformance on %s', (backend) => {
       expect(['pending', 'processing']).toContain(j.status);
     }
     expect(sawAbort).toBe(true);
+    // The ignoring handler is only given up on after timeout + grace.
+    const ignored = await d.jobs.get(a.job.id, { tenant });
+    expect((ignored.lastError?.at ?? 0) - startedAt).toBeGreaterThanOrEqual(200);
     await waitFor(() => worker.running < 2, { what: 'slots freed' });
     await worker.stop({ deadlineMs: 10 });
   });
@@ -480,6 +485,118 @@ describe.each(BACKENDS)('job conformance on %s', (backend) => {
     for (const j of pending.items) expect(j.attempts).toBe(0);
   });
 
+  it('rolls back a whole batch when one item repeats a key with another payload', async () => {
+    const d = make();
+    const tenant = unique('t');
+    await d.enqueue('mail', { to: 'a' }, { tenant, idempotencyKey: 'k' });
+    await expect(
+      d.enqueueMany(
+        [
+          { type: 'mail', payload: { to: 'fresh' } },
+          { type: 'mail', payload: { to: 'other' }, options: { idempotencyKey: 'k' } },
+        ],
+        { tenant },
+      ),
+    ).rejects.toMatchObject({ code: 'IDEMPOTENCY_CONFLICT' });
+    expect((await d.jobs.list({}, { tenant })).items).toHaveLength(1);
+  });
+
+  it('keeps the trace id of the surrounding context inside withTransaction', async () => {
+    const d = make();
+    const tenant = unique('t');
+    const traceId = 'cd'.repeat(16);
+    const r = await d.withTenant(
+      tenant,
+      () => d.withTransaction(tenant, (tx) => d.enqueueTx(tx, 'traced', {})),
+      {
+        traceId,
+      },
+    );
+    expect(r.job.traceId).toBe(traceId);
+    await expect(d.enqueue('traced', {}, { tenant, traceId: 'not-a-trace' })).rejects.toMatchObject(
+      {
+        code: 'VALIDATION_FAILED',
+      },
+    );
+  });
+
+  it('heartbeats a job run by processBatch so a job longer than its lease is not run twice', async () => {
+    const type = unique('longer');
+    let runs = 0;
+    const d = make({
+      jobs: { leaseMs: 300 },
+      reapIntervalMs: 50,
+      handlers: {
+        [type]: async () => {
+          runs++;
+          await new Promise((r) => setTimeout(r, 1000));
+          return 'done';
+        },
+      },
+    });
+    await d.start();
+    const tenant = unique('t');
+    const { job } = await d.enqueue(type, {}, { tenant });
+    const r = await d.processBatch({ max: 1, tenant });
+    expect(r.succeeded).toBe(1);
+    expect(runs).toBe(1);
+    expect(await d.jobs.get(job.id, { tenant })).toMatchObject({
+      status: 'succeeded',
+      attempts: 1,
+    });
+  });
+
+  it('dead-letters a job whose lease expired with no attempts left', async () => {
+    const clock = new ManualClock(4_000_000);
+    const d = make({ clock });
+    const be = await d.internals.backend();
+    const tenant = unique('t');
+    const type = unique('expire');
+    const { job } = await d.enqueue(type, {}, { tenant, maxAttempts: 1 });
+    await be.jobClaimBatch({
+      workerId: 'gone',
+      limit: 1,
+      now: clock.now(),
+      leaseMs: 100,
+      types: [type],
+    });
+    clock.advance(200);
+    const r = await d.reapOnce();
+    expect(r.deadLettered).toBeGreaterThanOrEqual(1);
+    expect(await d.jobs.get(job.id, { tenant })).toMatchObject({
+      status: 'failed',
+      lastError: { name: 'LEASE_EXPIRED' },
+    });
+    expect((await d.dlq.list({ tenant })).items.map((i) => i.jobId)).toEqual([job.id]);
+    // Another tenant sees none of it.
+    const other = unique('t');
+    expect((await d.dlq.list({ tenant: other })).items).toHaveLength(0);
+    await expect(d.dlq.replay(job.id, { tenant: other })).rejects.toMatchObject({
+      code: 'JOB_NOT_FOUND',
+    });
+    expect(await d.jobs.counts({ tenant: other })).toEqual({});
+  });
+
+  it('retries at the time a handler asks for with RetryJobError', async () => {
+    const clock = new ManualClock(5_000_000);
+    const type = unique('later');
+    const d = make({
+      clock,
+      handlers: {
+        [type]: async () => {
+          throw new RetryJobError('not yet', clock.now() + 60_000);
+        },
+      },
+    });
+    const tenant = unique('t');
+    const { job } = await d.enqueue(type, {}, { tenant });
+    await d.processBatch({ max: 1, tenant });
+    expect(await d.jobs.get(job.id, { tenant })).toMatchObject({
+      status: 'pending',
+      availableAt: 5_060_000,
+    });
+  });
+
   it('validates inputs and changes nothing on bad input', async () => {
     const d = make({ jobTypes: { known: {} }, payloadLimitBytes: 1024 });
     const tenant = unique('t');
@@ -552,6 +669,27 @@ describe('PostgreSQL row-level security', () => {
   afterAll(async () => {
     for (const d of opened) await d.close();
     await ts.dispose();
+  });
+
+  it('wakes an idle worker through LISTEN/NOTIFY, not polling', async () => {
+    const type = unique('wake');
+    let startedAt = 0;
+    const producer = make();
+    const w = createDocket<Jobs>({
+      store: ts.store,
+      reapIntervalMs: 0,
+      handlers: { [type]: async () => void (startedAt = Date.now()) },
+    });
+    opened.push(w);
+    const runner = w.createWorker({ concurrency: 1, pollIntervalMs: 60_000 });
+    await runner.start();
+    await new Promise((r) => setTimeout(r, 200)); // let the worker go idle
+    const enqueuedAt = Date.now();
+    // A different instance (its own pools and listener): only NOTIFY can reach the worker.
+    await producer.enqueue(type, {}, { tenant: unique('t') });
+    await waitFor(() => startedAt > 0, { timeoutMs: 5000, what: 'the job to start' });
+    expect(startedAt - enqueuedAt).toBeLessThan(1000);
+    await runner.stop();
   });
 
   it('row-level security hides other tenants from a raw query without a tenant filter', async () => {

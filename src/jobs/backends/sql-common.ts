@@ -97,15 +97,23 @@ export abstract class SqlJobBackendBase {
         if (row) return { kind: 'inserted', job: rowToJob(row) };
         const prior = existing.get(j.idempotencyKey as string);
         if (!prior) {
-          throw new DocketError('STORE_UNAVAILABLE', 'a job was neither inserted nor found by its key; retry', {
-            idempotencyKey: j.idempotencyKey,
-          });
+          throw new DocketError(
+            'STORE_UNAVAILABLE',
+            'a job was neither inserted nor found by its key; retry',
+            {
+              idempotencyKey: j.idempotencyKey,
+            },
+          );
         }
         if (prior.payload_hash !== j.payloadHash || prior.type !== j.type) {
-          throw new DocketError('IDEMPOTENCY_CONFLICT', 'this idempotency key was used with a different payload', {
-            idempotencyKey: j.idempotencyKey,
-            existingJobId: prior.id,
-          });
+          throw new DocketError(
+            'IDEMPOTENCY_CONFLICT',
+            'this idempotency key was used with a different payload',
+            {
+              idempotencyKey: j.idempotencyKey,
+              existingJobId: prior.id,
+            },
+          );
         }
         return { kind: 'existing', job: rowToJob(prior) };
       });
