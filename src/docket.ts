@@ -140,6 +140,8 @@ export interface Docket<M extends JobMap = JobMap> {
     list(options?: { tenant?: string; cursor?: string; limit?: number }): Promise<Page<DlqItem>>;
     /** Replays a dead job; JOB_NOT_IN_DLQ if it is not dead. */
     replay(jobId: string, options?: ActorOptions): Promise<Job>;
+    /** Removes a dead job from the DLQ without running it (retention then prunes it). */
+    purge(jobId: string, options?: ActorOptions): Promise<void>;
   };
   /** Creates (does not start) a worker. */
   createWorker(
@@ -229,6 +231,7 @@ export function createDocket<M extends JobMap = JobMap>(
       clock,
       ids,
       knownTypes,
+      typeOptions,
       tenantOfTx: (tx) => txTenants.get(tx),
     });
     return jobsService;
@@ -339,6 +342,7 @@ export function createDocket<M extends JobMap = JobMap>(
     dlq: {
       list: async (o) => (await jobs()).listDeadLetters(o),
       replay: async (id, o) => (await jobs()).replayDeadLetter(id, o),
+      purge: async (id, o) => (await jobs()).purgeDeadLetter(id, o),
     },
     createWorker(o = {}) {
       const { handlers: own, ...rest } = o;

@@ -139,6 +139,8 @@ export interface JobBackend {
     audit: AuditEntry;
     requireDead: boolean;
   }): Promise<JobChange | null>;
+  /** Removes a dead job's unreplayed DLQ item (the job is then pruned by retention), audited; false if none. */
+  dlqPurge(p: { tenant: string; jobId: string; audit: AuditEntry }): Promise<boolean>;
   /** A page of a tenant's DLQ items not yet replayed, newest first. */
   dlqList(p: { tenant: string; cursor?: string; limit: number }): Promise<Page<DlqItem>>;
   /** Deletes finished jobs older than the cutoffs (never unreplayed DLQ jobs). */

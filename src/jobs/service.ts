@@ -55,6 +55,8 @@ export class JobsService {
       ids: IdGenerator;
       /** Declared job types; when present, other types are rejected with UNKNOWN_JOB_TYPE. */
       knownTypes: () => ReadonlyMap<string, JobTypeOptions> | undefined;
+      /** Options of a type (built-ins included even when no types are declared). */
+      typeOptions: (type: string) => JobTypeOptions | undefined;
       /** Tenant of a transaction handed out by withTransaction. */
       tenantOfTx: (tx: TenantTransaction) => string | undefined;
     },
@@ -62,7 +64,7 @@ export class JobsService {
 
   /** Retry policy of a type (type overrides over global defaults). */
   retryPolicy(type: string): RetryPolicy {
-    const t = this.deps.knownTypes()?.get(type)?.retry;
+    const t = this.deps.typeOptions(type)?.retry;
     return { ...this.deps.config.jobs.retry, ...t };
   }
 
@@ -133,8 +135,8 @@ export class JobsService {
       });
     }
     const known = this.deps.knownTypes();
-    const typeOptions = known?.get(type);
-    if (known && !typeOptions) {
+    const typeOptions = this.deps.typeOptions(type);
+    if (known && !known.has(type)) {
       throw new DocketError('UNKNOWN_JOB_TYPE', `no job type named ${type}`, {
         type,
         known: [...known.keys()],
@@ -300,6 +302,23 @@ export class JobsService {
       );
     }
     return job;
+  }
+
+  /** Removes a dead job from the dead-letter queue without running it; audited. */
+  async purgeDeadLetter(id: string, o: ActorOptions = {}): Promise<void> {
+    const tenant = requireTenant(o.tenant);
+    const purged = await this.deps.backend.dlqPurge({
+      tenant,
+      jobId: id,
+      audit: this.audit(tenant, 'job.dlq_purged', id, o),
+    });
+    if (purged) return;
+    const job = await this.deps.backend.jobGet({ tenant, id });
+    if (!job) throw new DocketError('JOB_NOT_FOUND', 'no such job', { id });
+    throw new DocketError('JOB_NOT_IN_DLQ', `a ${job.status} job is not in the dead-letter queue`, {
+      id,
+      status: job.status,
+    });
   }
 
   /** A page of the tenant's dead-letter queue. */

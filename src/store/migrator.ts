@@ -31,6 +31,9 @@ export async function runMigrations<DB>(
   });
   const { error, results } = await migrator.migrateToLatest();
   if (error) {
+    if (error instanceof DocketError) throw error;
+    const code = (error as { code?: string }).code;
+    if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'ETIMEDOUT') throw error;
     throw new DocketError(
       'STORE_UNAVAILABLE',
       `migration failed: ${String(error)}`,

@@ -96,10 +96,13 @@ export async function openPostgresStore(
       const admin = new pg.Pool({ connectionString: config.url, max: 1, types: typeParsers });
       const adminDb = new Kysely<DocketDatabase>({ dialect: new PostgresDialect({ pool: admin }) });
       try {
-        await ensureRoles(admin);
-        return await runMigrations(adminDb, 'postgres');
+        return await translate(async () => {
+          await ensureRoles(admin);
+          return runMigrations(adminDb, 'postgres');
+        });
       } finally {
         await adminDb.destroy();
+        if (!admin.ended) await admin.end().catch(() => undefined);
       }
     },
     async ping() {
@@ -131,6 +134,10 @@ export async function openPostgresStore(
     },
     async close() {
       await Promise.all([systemDb.destroy(), tenantDb.destroy()]);
+      // Hot paths query the pools directly, so Kysely may never have owned (and ended) them.
+      await Promise.all(
+        [systemPool, tenantPool].filter((p) => !p.ended).map((p) => p.end().catch(() => undefined)),
+      );
     },
   };
 }

@@ -228,6 +228,22 @@ export abstract class SqlJobBackendBase {
       .finally(() => this.notifyJobsAvailable());
   }
 
+  /** Purges a dead job's DLQ item with its audit row. */
+  async dlqPurge(p: { tenant: string; jobId: string; audit: AuditEntry }): Promise<boolean> {
+    if (!isUuid(p.jobId)) return false;
+    return this.store.withTenantTransaction(p.tenant, async (trx) => {
+      const res = await trx
+        .deleteFrom('dlq_items')
+        .where('tenant_id', '=', p.tenant)
+        .where('job_id', '=', p.jobId)
+        .where('replayed_at', 'is', null)
+        .executeTakeFirst();
+      if (Number(res.numDeletedRows) !== 1) return false;
+      await this.insertAudit(trx, p.audit);
+      return true;
+    });
+  }
+
   /** A page of a tenant's unreplayed DLQ items, newest first. */
   async dlqList(p: { tenant: string; cursor?: string; limit: number }): Promise<Page<DlqItem>> {
     const after = p.cursor ? decodeCursor(p.cursor) : undefined;

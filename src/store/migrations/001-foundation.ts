@@ -122,10 +122,12 @@ const postgres = [
   ]),
   `grant select, insert, update on jobs to docket_app`,
   // Tenants only mark their DLQ items replayed; recording them is the engine's job.
-  `grant select, update (replayed_at) on dlq_items to docket_app`,
+  `grant select, update (replayed_at), delete on dlq_items to docket_app`,
   `grant select, insert on audit_logs to docket_app`,
   `grant select, insert, update, delete on jobs, dlq_items, tenants, api_keys to docket_system`,
   `grant select, insert, delete on audit_logs to docket_system`,
+  // Lets `docket doctor` read the applied migrations through the engine's role.
+  `grant select on docket_migrations to docket_system`,
 ];
 
 const sqlite = [

@@ -1,0 +1,26 @@
+import { Command } from 'commander';
+import { dlqCommand } from './dlq.js';
+import { doctorCommand } from './doctor.js';
+import { enqueueCommand } from './enqueue.js';
+import { keysCommand } from './keys.js';
+import { migrateCommand } from './migrate.js';
+import { processCommand } from './process.js';
+import { startCommand } from './start.js';
+import { tenantsCommand } from './tenants.js';
+import { workerCommand } from './worker.js';
+
+/** The `docket` command line, one subcommand per file. */
+export function buildProgram(): Command {
+  return new Command('docket')
+    .description('Docket: durable background jobs on SQLite and PostgreSQL')
+    .showHelpAfterError()
+    .addCommand(startCommand())
+    .addCommand(migrateCommand())
+    .addCommand(workerCommand())
+    .addCommand(enqueueCommand())
+    .addCommand(processCommand())
+    .addCommand(dlqCommand())
+    .addCommand(tenantsCommand())
+    .addCommand(keysCommand())
+    .addCommand(doctorCommand());
+}

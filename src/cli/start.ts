@@ -1,0 +1,44 @@
+import { Command } from 'commander';
+import { buildHttpApp } from '../http/index.js';
+import { bootstrapFirstTenant } from './bootstrap.js';
+import { cliLogger, intFromEnv, openDocket, say, untilStopped } from './runtime.js';
+
+/** Time a graceful shutdown may take before the process exits anyway, ms. */
+const DEFAULT_SHUTDOWN_MS = 30_000;
+
+/** `docket start`: HTTP API and workers in one process. */
+export function startCommand(): Command {
+  return new Command('start')
+    .description(
+      'run the service: HTTP API and a worker (DOCKET_HOST, DOCKET_PORT, DOCKET_CONCURRENCY, DOCKET_HANDLERS)',
+    )
+    .action(async () => {
+      const env = process.env;
+      const logger = cliLogger(env);
+      const host = env.DOCKET_HOST || '127.0.0.1';
+      const port = intFromEnv(env, 'DOCKET_PORT', 8080);
+      const concurrency = intFromEnv(env, 'DOCKET_CONCURRENCY', 10, 1);
+      const shutdownMs = intFromEnv(env, 'DOCKET_SHUTDOWN_TIMEOUT_MS', DEFAULT_SHUTDOWN_MS, 1);
+
+      const docket = await openDocket(logger);
+      await docket.start();
+      await bootstrapFirstTenant(docket, logger, env.DOCKET_BOOTSTRAP_API_KEY);
+      const worker = docket.createWorker({ concurrency });
+      await worker.start();
+      const app = buildHttpApp({
+        docket,
+        logger,
+        operatorSecret: env.DOCKET_OPERATOR_SECRET || undefined,
+      });
+      const address = await app.listen({ host, port });
+      logger.info({ address, worker: worker.id, concurrency }, 'docket started');
+      say(`Docket is listening on ${address} (worker ${worker.id}, concurrency ${concurrency})`);
+      say(`OpenAPI document: ${address}/v1/openapi.json`);
+
+      await untilStopped(logger, shutdownMs + 5_000, async () => {
+        // Stop taking requests and claiming jobs together; running jobs get the deadline.
+        await Promise.all([app.close(), worker.stop({ deadlineMs: shutdownMs })]);
+        await docket.close();
+      });
+    });
+}

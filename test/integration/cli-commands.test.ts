@@ -1,0 +1,103 @@
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDocket, type Docket } from '../../src/docket.js';
+import { verifyApiKey } from '../../src/http/index.js';
+import { BACKENDS, createTestStore, type TestStore } from '../helpers/backends.js';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function docketCli(env: Record<string, string>, ...args: string[]): Promise<Run> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
+    cwd: root,
+    env: { ...process.env, ...env, DOCKET_LOG_LEVEL: 'warn' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  return new Promise((resolve) => child.on('exit', (code) => resolve({ code, stdout, stderr })));
+}
+
+for (const backend of BACKENDS) {
+  describe(`docket CLI on ${backend}`, () => {
+    let ts: TestStore;
+    let docket: Docket;
+    const cli = (...args: string[]) => docketCli(ts.env, ...args);
+
+    beforeAll(async () => {
+      ts = await createTestStore(backend);
+      docket = createDocket({ store: ts.store, dataDir: ts.dataDir, migrate: false });
+    });
+
+    afterAll(async () => {
+      await docket?.close();
+      await ts?.dispose();
+    });
+
+    it('migrate applies the migrations once, and doctor then passes every check', async () => {
+      const before = await cli('doctor');
+      expect(before.code).toBe(1);
+      expect(before.stdout).toMatch(/FAIL\s+migrations/);
+
+      const first = await cli('migrate');
+      expect(first).toMatchObject({ code: 0 });
+      expect(first.stdout).toContain('applied 001-foundation');
+      expect((await cli('migrate')).stdout).toContain('no pending migrations');
+
+      const doctor = await cli('doctor');
+      expect(doctor.stdout).toContain('all checks passed');
+      expect(doctor.stdout).toMatch(
+        backend === 'postgres'
+          ? /ok\s+postgres roles: tenant connections are bound/
+          : /ok\s+postgres roles: not needed/,
+      );
+      expect(doctor.code).toBe(0);
+    });
+
+    it('creates a tenant and a working key, enqueues, processes and lists the DLQ', async () => {
+      expect((await cli('tenants', 'create', 'acme')).stdout).toContain('created tenant acme');
+      const keys = await cli('keys', 'create', '--tenant', 'acme', '--label', 'cli test');
+      expect(keys.code).toBe(0);
+      const key = /^(dk_\S+)$/m.exec(keys.stdout)?.[1];
+      expect(await verifyApiKey(docket, key)).toMatchObject({ tenant: 'acme' });
+
+      // Independent commands run side by side to keep the suite fast.
+      const [noTenant, badTenant, badJson, ok] = await Promise.all([
+        cli('keys', 'create', '--tenant', 'nobody'),
+        cli('enqueue', 'report', '{}', '--tenant', 'not a tenant'),
+        cli('enqueue', 'report', '{not json', '--tenant', 'acme'),
+        cli('enqueue', 'report', '{"month":"2026-11"}', '--tenant', 'acme', '--json'),
+      ]);
+      expect(noTenant).toMatchObject({ code: 1, stderr: expect.stringContaining('NOT_FOUND') });
+      expect(badTenant).toMatchObject({
+        code: 1,
+        stderr: expect.stringContaining('VALIDATION_FAILED'),
+      });
+      expect(badJson).toMatchObject({ code: 1, stderr: expect.stringContaining('INVALID_JSON') });
+      expect(ok.code).toBe(0);
+      const { job } = JSON.parse(ok.stdout) as { job: { id: string; status: string } };
+      expect(job.status).toBe('pending');
+      expect((await docket.jobs.get(job.id, { tenant: 'acme' })).payload).toEqual({
+        month: '2026-11',
+      });
+
+      const [processed, dlq] = await Promise.all([
+        // No handler for `report` in the CLI process: nothing it may process.
+        cli('process', '--tenant', 'acme', '--max', '5', '--json'),
+        cli('dlq', 'list', '--tenant', 'acme'),
+      ]);
+      expect(processed.code).toBe(0);
+      expect(JSON.parse(processed.stdout)).toMatchObject({ processed: 0 });
+      expect(dlq.stdout).toContain('the dead-letter queue is empty');
+      expect(await docket.jobs.counts({ tenant: 'acme' })).toEqual({ pending: 1 });
+    });
+  });
+}
