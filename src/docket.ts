@@ -59,6 +59,11 @@ export interface CreateDocketOptions<M extends JobMap> extends DocketOptions {
   handlers?: JobHandlers<M>;
   /** Per-type options; declaring types (or handlers) makes other types UNKNOWN_JOB_TYPE. */
   jobTypes?: { [K in keyof M & string]?: JobTypeOptions };
+  /**
+   * Reject job types that are neither declared (`jobTypes`/`handlers`) nor built in, even when
+   * none are declared. The service sets this. Default false (any well-formed type name).
+   */
+  strictTypes?: boolean;
   /** Register the built-in `http` job type. Default true. */
   builtins?: boolean;
   /** Run migrations on start. Default true. */
@@ -185,7 +190,7 @@ export function createDocket<M extends JobMap = JobMap>(
     ...builtinHandlers,
     ...(options.handlers as Record<string, JobHandler<unknown> | undefined>),
   };
-  const declared = options.jobTypes || options.handlers;
+  const declared = options.jobTypes || options.handlers || options.strictTypes;
   const typeMap = new Map<string, JobTypeOptions>();
   if (options.builtins !== false) {
     typeMap.set('http', { validate: validateHttpPayload, retry: { maxAttempts: 5 } });

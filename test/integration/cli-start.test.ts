@@ -115,6 +115,16 @@ for (const backend of BACKENDS) {
         body: JSON.stringify({ type: 'greet', payload: { name: 'docket' } }),
       });
       const greetId = ((await greet.json()) as { job: { id: string } }).job.id;
+      // The service accepts only the types it can run: built-ins and the handlers module's.
+      const unknown = await fetch(`${url}/v1/jobs`, {
+        method: 'POST',
+        headers,
+        body: JSON.stringify({ type: 'nope', payload: {} }),
+      });
+      expect(unknown.status).toBe(400);
+      expect(((await unknown.json()) as { error: { code: string } }).error.code).toBe(
+        'UNKNOWN_JOB_TYPE',
+      );
 
       const statusOf = async (id: string) => {
         const res = await fetch(`${url}/v1/jobs/${id}`, { headers });
