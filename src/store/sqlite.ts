@@ -71,6 +71,32 @@ function assertNotHolding(raw: Database.Database): void {
   }
 }
 
+const UNAVAILABLE = new Set([
+  'SQLITE_BUSY',
+  'SQLITE_LOCKED',
+  'SQLITE_CANTOPEN',
+  'SQLITE_FULL',
+  'SQLITE_IOERR',
+]);
+
+/** Translates lock and I/O errors into STORE_UNAVAILABLE at the driver boundary. */
+async function translateSqlite<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    const code = (err as { code?: string }).code ?? '';
+    if (UNAVAILABLE.has(code) || [...UNAVAILABLE].some((c) => code.startsWith(`${c}_`))) {
+      throw new DocketError(
+        'STORE_UNAVAILABLE',
+        `SQLite unavailable: ${(err as Error).message}`,
+        { code },
+        { cause: err },
+      );
+    }
+    throw err;
+  }
+}
+
 /** Opens (without migrating) the SQLite store, creating its folder. */
 export async function openSqliteStore(
   config: Extract<StoreConfig, { dialect: 'sqlite' }>,
@@ -91,7 +117,7 @@ export async function openSqliteStore(
     raw,
     async exclusive<T>(fn: (d: Database.Database) => T) {
       assertNotHolding(raw);
-      return db.connection().execute(async () => fn(raw));
+      return translateSqlite(() => db.connection().execute(async () => fn(raw)));
     },
     async withTenantTransaction<T>(
       _tenant: string,
@@ -99,11 +125,15 @@ export async function openSqliteStore(
     ) {
       // SQLite has no RLS: tenant filters are applied by every query in the backend.
       assertNotHolding(raw);
-      return db.transaction().execute((trx) => holding.run(raw, () => fn(trx)));
+      return translateSqlite(() =>
+        db.transaction().execute((trx) => holding.run(raw, () => fn(trx))),
+      );
     },
     async withSystemTransaction<T>(fn: (trx: Transaction<DocketDatabase>) => Promise<T>) {
       assertNotHolding(raw);
-      return db.transaction().execute((trx) => holding.run(raw, () => fn(trx)));
+      return translateSqlite(() =>
+        db.transaction().execute((trx) => holding.run(raw, () => fn(trx))),
+      );
     },
     async migrate() {
       return runMigrations(db, 'sqlite');

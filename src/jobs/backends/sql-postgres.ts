@@ -22,23 +22,22 @@ import { SqlJobBackendBase } from './sql-common.js';
 // partial index jobs_claim directly (a single "($n is null or ...)" statement made the generic
 // plan fall back to a sort of all pending rows).
 const CLAIM_ALL = `
-update jobs j
-set status = 'processing', attempts = j.attempts + 1, locked_by = $3, locked_at = $1,
-    lease_until = $1 + $4::bigint, updated_at = $1
-where j.ctid = any(array(
-  select ctid from jobs
+with picked as (
+  select id from jobs
   where status = 'pending' and available_at <= $1
   order by priority, available_at, id
   limit $2
-  for update skip locked))
-returning j.*`;
-
-const CLAIM_FILTERED = `
+  for update skip locked
+)
 update jobs j
 set status = 'processing', attempts = j.attempts + 1, locked_by = $3, locked_at = $1,
     lease_until = $1 + $4::bigint, updated_at = $1
-where j.ctid = any(array(
-  select ctid from jobs
+from picked where j.id = picked.id
+returning j.*`;
+
+const CLAIM_FILTERED = `
+with picked as (
+  select id from jobs
   where status = 'pending' and available_at <= $1
     and ($5::text[] is null or type = any($5))
     and ($6::text[] is null or not (type = any($6)))
@@ -46,7 +45,12 @@ where j.ctid = any(array(
     and ($8::text is null or tenant_id = $8)
   order by priority, available_at, id
   limit $2
-  for update skip locked))
+  for update skip locked
+)
+update jobs j
+set status = 'processing', attempts = j.attempts + 1, locked_by = $3, locked_at = $1,
+    lease_until = $1 + $4::bigint, updated_at = $1
+from picked where j.id = picked.id
 returning j.*`;
 
 // Completion of many jobs in one round trip (workers batch completions that finish while the
@@ -56,7 +60,7 @@ update jobs j
 set status = 'succeeded', result = v.result::jsonb, locked_by = null, locked_at = null,
     lease_until = null, finished_at = $3, updated_at = $3
 from unnest($1::uuid[], $2::text[]) as v(id, result)
-where j.id = v.id and j.locked_by = $4 and coalesce(j.status, '') = 'processing'
+where j.id = v.id and j.locked_by = $4 and j.status = 'processing'
 returning j.id`;
 
 const RETRY = `
