@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDocket, type Docket } from '../../src/index.js';
 import { backoffDelay } from '../../src/jobs/index.js';
@@ -5,18 +6,37 @@ import { assertEnqueued, runJobInline } from '../../src/testing.js';
 import { createTestStore, type TestStore } from '../helpers/backends.js';
 
 describe('backoffDelay', () => {
-  it('stays within [d/2, d] for d = min(cap, base·2^(attempt−1)) over random inputs', () => {
-    let seed = 42;
-    const rand = () => (seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31;
-    for (let i = 0; i < 5000; i++) {
-      const baseMs = 1 + Math.floor(rand() * 10_000);
-      const capMs = baseMs + Math.floor(rand() * 1_000_000);
-      const attempt = 1 + Math.floor(rand() * 40);
-      const d = Math.min(capMs, baseMs * 2 ** (attempt - 1));
-      const delay = backoffDelay({ baseMs, capMs, maxAttempts: 10 }, attempt, rand);
-      expect(delay).toBeGreaterThanOrEqual(Math.floor(d / 2));
-      expect(delay).toBeLessThanOrEqual(Math.ceil(d));
-    }
+  it('stays within [d/2, d] for d = min(cap, base·2^(attempt−1)), and never exceeds the cap', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 60_000 }),
+        fc.integer({ min: 0, max: 86_400_000 }),
+        fc.integer({ min: 1, max: 60 }),
+        fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }),
+        (baseMs, extra, attempt, r) => {
+          const capMs = baseMs + extra;
+          const d = Math.min(capMs, baseMs * 2 ** (attempt - 1));
+          const delay = backoffDelay({ baseMs, capMs, maxAttempts: 10 }, attempt, () => r);
+          return delay >= Math.floor(d / 2) && delay <= Math.ceil(d) && delay <= capMs;
+        },
+      ),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('grows with the attempt until the cap (for a fixed jitter draw)', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 10_000 }),
+        fc.integer({ min: 1, max: 30 }),
+        (baseMs, attempt) => {
+          const policy = { baseMs, capMs: baseMs * 1000, maxAttempts: 10 };
+          return (
+            backoffDelay(policy, attempt + 1, () => 0.5) >= backoffDelay(policy, attempt, () => 0.5)
+          );
+        },
+      ),
+    );
   });
 });
 
