@@ -148,6 +148,16 @@ for (const backend of BACKENDS) {
       const replayed = await post(`/v1/dlq/${doomedId}/replay`);
       expect(replayed.statusCode).toBe(200);
       expect(replayed.json().job.status).toBe('pending');
+      // Not dead any more: purging it is a conflict, and changes nothing.
+      const purgeLive = await post(`/v1/dlq/${doomedId}/purge`);
+      expect(purgeLive.statusCode).toBe(409);
+      expect(purgeLive.json().error.code).toBe('JOB_NOT_IN_DLQ');
+      const deadAgain = await post('/v1/queue/process', { max: 10, type: 'doomed' });
+      expect(deadAgain.json()).toMatchObject({ dead: 1 });
+      const purged = await post(`/v1/dlq/${doomedId}/purge`);
+      expect(purged.statusCode).toBe(200);
+      const afterPurge = (await get('/v1/dlq?limit=10')).json().items;
+      expect(afterPurge.find((i: { jobId: string }) => i.jobId === doomedId)).toBeUndefined();
 
       const db = await docket.internals.systemDb();
       const audit = await db

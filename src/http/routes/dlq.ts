@@ -10,7 +10,7 @@ import {
   pageQuerySchema,
 } from '../schemas.js';
 
-/** The dead-letter queue: list and replay (SPEC H-4). */
+/** The dead-letter queue: list, replay and purge (SPEC H-4). */
 export function dlqRoutes(docket: Docket) {
   return async (app: FastifyInstance): Promise<void> => {
     app.get<{ Querystring: { cursor?: string; limit?: number } }>(
@@ -64,6 +64,26 @@ export function dlqRoutes(docket: Docket) {
           traceId: req.traceId,
         });
         return { job: jobDto(job) };
+      },
+    );
+
+    app.post<{ Params: { jobId: string } }>(
+      '/dlq/:jobId/purge',
+      {
+        schema: {
+          summary: 'Remove a dead job from the DLQ without running it (retention then prunes it)',
+          tags: ['dlq'],
+          params: jobIdParamsSchema('jobId'),
+          response: {
+            200: { type: 'object', properties: { purged: { type: 'boolean' } } },
+            ...errorResponses(401, 404, 409),
+          },
+        },
+      },
+      async (req) => {
+        const { tenant, actor } = principalOf(req);
+        await docket.dlq.purge(req.params.jobId, { tenant, actor, traceId: req.traceId });
+        return { purged: true };
       },
     );
   };
