@@ -75,8 +75,6 @@ export async function openDocket(
   return createDocketFromEnv({
     ...extra,
     logger,
-    // A service only accepts the types it can run: built-ins plus the handlers module's.
-    strictTypes: true,
     handlers: mod?.handlers as CreateDocketOptions<Record<string, unknown>>['handlers'],
     jobTypes: mod?.jobTypes,
   });

@@ -20,7 +20,8 @@ export function startCommand(): Command {
       const concurrency = intFromEnv(env, 'DOCKET_CONCURRENCY', 10, 1);
       const shutdownMs = intFromEnv(env, 'DOCKET_SHUTDOWN_TIMEOUT_MS', DEFAULT_SHUTDOWN_MS, 1);
 
-      const docket = await openDocket(logger);
+      // A service only accepts the types it can run: built-ins plus the handlers module's.
+      const docket = await openDocket(logger, { strictTypes: true });
       await docket.start();
       await bootstrapFirstTenant(docket, logger, env.DOCKET_BOOTSTRAP_API_KEY);
       const worker = docket.createWorker({ concurrency });

@@ -11,7 +11,8 @@ export function workerCommand(): Command {
       const logger = cliLogger(env);
       const concurrency = intFromEnv(env, 'DOCKET_CONCURRENCY', 10, 1);
       const shutdownMs = intFromEnv(env, 'DOCKET_SHUTDOWN_TIMEOUT_MS', 30_000, 1);
-      const docket = await openDocket(logger);
+      // A service only accepts the types it can run: built-ins plus the handlers module's.
+      const docket = await openDocket(logger, { strictTypes: true });
       await docket.start();
       const worker = docket.createWorker({
         concurrency,

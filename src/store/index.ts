@@ -31,6 +31,8 @@ export interface StoreBase {
   withTenantTransaction<T>(tenant: string, fn: (trx: TenantTransaction) => Promise<T>): Promise<T>;
   /** Runs `fn` in a transaction that may touch every tenant (engine internals, operator calls). */
   withSystemTransaction<T>(fn: (trx: Transaction<DocketDatabase>) => Promise<T>): Promise<T>;
+  /** Runs autocommit statements on the system handle (guarded and translated like transactions). */
+  withSystemStatement<T>(fn: (db: Kysely<DocketDatabase>) => Promise<T>): Promise<T>;
   /** The system (cross-tenant) query handle. */
   readonly systemDb: Kysely<DocketDatabase>;
   /** Applies pending migrations (idempotent; safe from several processes at once). */

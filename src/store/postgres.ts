@@ -88,6 +88,9 @@ export async function openPostgresStore(
         }),
       );
     },
+    async withSystemStatement<T>(fn: (d: Kysely<DocketDatabase>) => Promise<T>) {
+      return translate(() => fn(systemDb));
+    },
     async withSystemTransaction<T>(fn: (trx: Transaction<DocketDatabase>) => Promise<T>) {
       return translate(() => systemDb.transaction().execute(fn));
     },

@@ -129,6 +129,10 @@ export async function openSqliteStore(
         db.transaction().execute((trx) => holding.run(raw, () => fn(trx))),
       );
     },
+    async withSystemStatement<T>(fn: (d: Kysely<DocketDatabase>) => Promise<T>) {
+      assertNotHolding(raw);
+      return translateSqlite(() => fn(db));
+    },
     async withSystemTransaction<T>(fn: (trx: Transaction<DocketDatabase>) => Promise<T>) {
       assertNotHolding(raw);
       return translateSqlite(() =>

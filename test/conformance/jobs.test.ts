@@ -2,7 +2,7 @@
 // every backend. A backend is correct when this suite passes on it.
 import { sql } from 'kysely';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   createDocket,
   ManualClock,
@@ -35,8 +35,11 @@ describe.each(BACKENDS)('job conformance on %s', (backend) => {
     ts = await createTestStore(backend);
     await make().migrate();
   });
+  // Each test closes what it opened, so connections never pile up on the server.
+  afterEach(async () => {
+    for (const d of opened.splice(0)) await d.close();
+  });
   afterAll(async () => {
-    for (const d of opened) await d.close();
     await ts.dispose();
   });
 
@@ -666,8 +669,11 @@ describe('PostgreSQL row-level security', () => {
   beforeAll(async () => {
     ts = await createTestStore('postgres');
   });
+  // Each test closes what it opened, so connections never pile up on the server.
+  afterEach(async () => {
+    for (const d of opened.splice(0)) await d.close();
+  });
   afterAll(async () => {
-    for (const d of opened) await d.close();
     await ts.dispose();
   });
 
