@@ -1,0 +1,213 @@
+// Renders the benchmark results as the Markdown of docs/BENCHMARKS.md.
+import type { ThroughputResult } from './measure.js';
+import { fmtInt, fmtMs, fmtRatio, median, percentile, table } from './stats.js';
+
+/** Everything one `npm run bench` measured. */
+export interface Results {
+  runs: number;
+  sizes: {
+    single: number;
+    batchTotal: number;
+    batchSize: number;
+    throughput: number;
+    latency: number;
+    latencyGapMs: number;
+  };
+  systems: Array<{ key: string; name: string }>;
+  /** jobs/s per run, by system key. */
+  enqueueSingle: Record<string, number[]>;
+  enqueueBatch: Record<string, number[]>;
+  /** Per system key, per setting label, one result per run. */
+  throughput: Record<string, Record<string, ThroughputResult[]>>;
+  /** Latency samples (ms) pooled over runs, by system key. */
+  latency: Record<string, number[]>;
+}
+
+/** Facts about the host. */
+export interface Machine {
+  cpu: string;
+  cores: number;
+  memoryGiB: number;
+  node: string;
+  postgres: string;
+  date: string;
+  load: string;
+}
+
+const BASELINE = 'concurrency 10';
+
+/** Best setting (by median rate) of a system: [label, median rate]. */
+export function bestSetting(r: Results, key: string): [string, number] {
+  let best: [string, number] = ['', Number.NaN];
+  for (const [label, runs] of Object.entries(r.throughput[key] ?? {})) {
+    const m = median(runs.map((x) => x.rate));
+    if (!(m <= best[1])) best = [label, m];
+  }
+  return best;
+}
+
+function tp(r: Results, key: string, label = BASELINE): number {
+  return median((r.throughput[key]?.[label] ?? []).map((x) => x.rate));
+}
+
+/** The report. */
+export function renderReport(r: Results, m: Machine, seconds: number): string {
+  const name = (key: string) => r.systems.find((s) => s.key === key)?.name ?? key;
+  const has = (key: string) => r.systems.some((s) => s.key === key);
+  const queueKeys = r.systems.map((s) => s.key).filter((k) => r.enqueueSingle[k]);
+  const dups = Object.values(r.throughput)
+    .flatMap((bySetting) => Object.values(bySetting).flat())
+    .reduce((n, x) => n + x.duplicates, 0);
+
+  const enqueueTable = table(
+    [
+      'System',
+      `Single (${fmtInt(r.sizes.single)} sequential), jobs/s`,
+      `Batch (${fmtInt(r.sizes.batchTotal)} in batches of ${fmtInt(r.sizes.batchSize)}), jobs/s`,
+    ],
+    queueKeys.map((k) => [
+      name(k),
+      fmtInt(median(r.enqueueSingle[k] ?? [])),
+      fmtInt(median(r.enqueueBatch[k] ?? [])),
+    ]),
+  );
+
+  const tpRows: string[][] = [];
+  for (const k of queueKeys) {
+    for (const [label, runs] of Object.entries(r.throughput[k] ?? {})) {
+      tpRows.push([
+        name(k),
+        label +
+          (label === bestSetting(r, k)[0] && Object.keys(r.throughput[k] ?? {}).length > 1
+            ? ' (best)'
+            : ''),
+        fmtInt(median(runs.map((x) => x.rate))),
+        runs.map((x) => fmtInt(x.rate)).join(' / '),
+        fmtInt(median(runs.map((x) => x.rateWithStartup))),
+      ]);
+    }
+  }
+  const throughputTable = table(
+    ['System', 'Worker setting', 'Median jobs/s', 'Per run', 'Median jobs/s incl. worker start'],
+    tpRows,
+  );
+
+  const latencyTable = table(
+    ['System', 'Samples', 'p50 ms', 'p95 ms', 'p99 ms', 'max ms'],
+    r.systems
+      .filter((s) => r.latency[s.key])
+      .map((s) => {
+        const v = (r.latency[s.key] ?? []).filter((x) => Number.isFinite(x));
+        return [
+          s.name,
+          String(v.length),
+          fmtMs(percentile(v, 0.5)),
+          fmtMs(percentile(v, 0.95)),
+          fmtMs(percentile(v, 0.99)),
+          fmtMs(Math.max(...v)),
+        ];
+      }),
+  );
+
+  const ratios: string[] = [];
+  const targets: string[] = [];
+  if (has('docket')) {
+    const d10 = tp(r, 'docket');
+    const [bestLabel, dBest] = bestSetting(r, 'docket');
+    for (const peer of ['graphile', 'pgboss'].filter(has)) {
+      const p = tp(r, peer);
+      ratios.push(
+        `- Docket-PG / ${name(peer)}: **${fmtRatio(d10 / p)}** at concurrency 10 ` +
+          `(${fmtInt(d10)} vs ${fmtInt(p)} jobs/s); **${fmtRatio(dBest / p)}** with Docket at its ` +
+          `best setting (${bestLabel}, ${fmtInt(dBest)} jobs/s).`,
+      );
+    }
+    if (has('graphile')) {
+      const g = tp(r, 'graphile');
+      targets.push(
+        `- N-1 (Docket on PostgreSQL ≥ graphile-worker): ${d10 >= g ? '**met**' : '**not met**'} ` +
+          `at concurrency 10 (${fmtRatio(d10 / g)}); ${dBest >= g ? '**met**' : '**not met**'} at Docket's best setting (${fmtRatio(dBest / g)}).`,
+      );
+    }
+    if (has('pgboss')) {
+      const p = tp(r, 'pgboss');
+      targets.push(
+        `- N-1 (several times pg-boss): ${fmtRatio(d10 / p)} at concurrency 10, ${fmtRatio(dBest / p)} at the best setting — ` +
+          `${d10 / p >= 3 ? '**met**' : d10 / p >= 2 ? '**borderline** (2–3×)' : '**not met**'} at concurrency 10.`,
+      );
+    }
+    for (const k of ['docket', 'docket-remote'].filter((x) => r.latency[x])) {
+      const p99 = percentile(r.latency[k] ?? [], 0.99);
+      targets.push(
+        `- N-2 (p99 < 10 ms), ${name(k)}: p99 ${fmtMs(p99)} ms — ${p99 < 10 ? '**met**' : '**not met**'}.`,
+      );
+    }
+  }
+
+  return `# Benchmarks
+
+Generated by \`npm run bench -- --write\` (\`tsx bench/run.ts\`); \`npm run bench\` alone prints
+the same report to stdout and progress to stderr. Numbers are from **one run of the command on
+one machine**; the host drifts up to 2× between runs minutes apart, so compare systems only
+within one report.
+
+## Machine
+
+| | |
+| --- | --- |
+| Date | ${m.date} |
+| CPU | ${m.cpu} |
+| Cores | ${m.cores} |
+| Memory | ${m.memoryGiB} GiB |
+| Node.js | ${m.node} |
+| PostgreSQL | ${m.postgres} (local, 127.0.0.1, default server settings) |
+| Host load | ${m.load} |
+| Runs | ${r.runs} interleaved (system order rotated each run); medians reported |
+| Duration | ${Math.round(seconds)} s |
+
+## Systems and settings
+
+Each system gets its own freshly created database (dropped at the end) on the same PostgreSQL
+server, and is driven from the same process through its public API. Peers run at their
+documented best, never at defaults:
+
+- **Docket (SQLite)** / **Docket (PostgreSQL)**: default configuration (PostgreSQL pool of 10),
+  \`enqueue\` / \`enqueueMany\`, \`createWorker({ concurrency, prefetch })\`. Several worker
+  settings are measured; the best is marked.
+- **graphile-worker** ${'0.17.3'}: \`run({ concurrency: 10, preset: { worker: { localQueue: { size: 500 },
+  completeJobBatchDelay: 0, failJobBatchDelay: 0 } } })\`; \`addJob\` / \`addJobs\`; LISTEN/NOTIFY is built in.
+- **pg-boss** 12.35.0: \`new PgBoss({ useListenNotify: true })\`, queue created with \`notify: true\`,
+  \`work(queue, { batchSize: 50, localConcurrency: 10, burstWhenBatchFull: true,
+  pollingIntervalSeconds: 0.5 })\`; \`send\` / \`insert\`.
+
+## (a) Enqueue rate
+
+${enqueueTable}
+
+## (b) Throughput: ${fmtInt(r.sizes.throughput)} no-op jobs, one worker process
+
+The queue is filled first (untimed); the clock runs from the first handler start until the
+database shows every job completed (not merely handled). Median of ${r.runs} runs.
+"Incl. worker start" also counts the worker's start-up (connections, first claim).
+Duplicate handler runs observed: ${dups}.
+
+${throughputTable}
+
+## (c) Enqueue-to-start latency on an idle worker
+
+${fmtInt(r.sizes.latency)} jobs per run enqueued one at a time, ${r.sizes.latencyGapMs} ms apart, on a worker
+(concurrency 10) started beforehand and warmed with one job; measured from just before the
+enqueue call to the start of the handler. Samples pooled over ${r.runs} runs. Docket wakes a
+worker in the same process directly after the enqueue commits; the "producer in another
+instance" row enqueues through a second Docket instance, so the worker is woken only by
+PostgreSQL LISTEN/NOTIFY, as it would be across processes.
+
+${latencyTable}
+
+## Ratios and targets (SPEC N-1, N-2)
+
+${ratios.join('\n')}
+
+${targets.join('\n')}
+`;
+}

@@ -1,0 +1,105 @@
+// Docket on SQLite or PostgreSQL, through its public API (createDocket, enqueue, enqueueMany,
+// createWorker), with default configuration.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { sql } from 'kysely';
+import { createDocket, type Docket, type Worker } from '../../src/index.js';
+import { createDatabase, type BenchDatabase } from '../db.js';
+import type { BenchSystem, OnJob, WorkerSetting } from '../system.js';
+
+type Jobs = { noop: { i: number } };
+const TENANT = 'bench';
+
+/** Options of the Docket system under test. */
+export interface DocketSystemOptions {
+  dialect: 'sqlite' | 'postgres';
+  /**
+   * Enqueue through a second Docket instance (as another process would), so the worker is woken
+   * only by PostgreSQL NOTIFY and not by the in-process wake-up. Used for a latency variant.
+   */
+  separateProducer?: boolean;
+  name?: string;
+}
+
+/** Creates a Docket system on a fresh SQLite file or PostgreSQL database. */
+export async function createDocketSystem(o: DocketSystemOptions): Promise<BenchSystem> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'docket-bench-'));
+  const db: BenchDatabase | undefined =
+    o.dialect === 'postgres' ? await createDatabase('docket') : undefined;
+  const store = db
+    ? ({ dialect: 'postgres', url: db.url } as const)
+    : ({ dialect: 'sqlite', path: join(dataDir, 'docket.sqlite') } as const);
+  let onJob: OnJob = () => undefined;
+  let docket: Docket<Jobs> | undefined;
+  let producer: Docket<Jobs> | undefined;
+  let worker: Worker | undefined;
+
+  const make = () =>
+    createDocket<Jobs>({
+      store,
+      dataDir,
+      handlers: { noop: ({ payload }) => onJob(payload.i) },
+    });
+  const d = () => {
+    if (!docket) throw new Error('docket system is not open');
+    return docket;
+  };
+  const p = () => producer ?? d();
+
+  return {
+    name: o.name ?? (o.dialect === 'postgres' ? 'Docket (PostgreSQL)' : 'Docket (SQLite)'),
+    async open() {
+      docket = make();
+      await docket.start();
+      if (o.separateProducer) {
+        producer = make();
+        await producer.ping();
+      }
+    },
+    async enqueue(i) {
+      await p().enqueue('noop', { i }, { tenant: TENANT });
+    },
+    async enqueueBatch(from, count) {
+      const items = Array.from({ length: count }, (_, k) => ({
+        type: 'noop' as const,
+        payload: { i: from + k },
+      }));
+      await p().enqueueMany(items, { tenant: TENANT });
+    },
+    async startWorker(setting: WorkerSetting, cb: OnJob) {
+      onJob = cb;
+      worker = d().createWorker({ concurrency: setting.concurrency, prefetch: setting.prefetch });
+      await worker.start();
+    },
+    async stopWorker() {
+      await worker?.stop();
+      worker = undefined;
+      onJob = () => undefined;
+    },
+    async remaining() {
+      const sys = await d().internals.systemDb();
+      const r = await sys
+        .selectFrom('jobs')
+        .select((eb) => eb.fn.countAll<number | string>().as('n'))
+        .where('status', '<>', 'succeeded')
+        .executeTakeFirstOrThrow();
+      return Number(r.n);
+    },
+    async reset() {
+      const sys = await d().internals.systemDb();
+      await sys.deleteFrom('jobs').execute();
+      if (db) await db.exec('vacuum analyze');
+      else await sql`vacuum`.execute(sys);
+    },
+    async close() {
+      await producer?.close();
+      await docket?.close();
+      producer = docket = worker = undefined;
+    },
+    async dispose() {
+      await db?.drop();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
