@@ -47,7 +47,10 @@ export function bestSetting(r: Results, key: string): [string, number] {
 }
 
 function tp(r: Results, key: string, label = BASELINE): number {
-  return median((r.throughput[key]?.[label] ?? []).map((x) => x.rate));
+  // Docket's baseline row is its default worker (concurrency 10, adaptive prefetch).
+  const runs =
+    r.throughput[key]?.[label] ?? r.throughput[key]?.[`${label}, adaptive prefetch (default)`];
+  return median((runs ?? []).map((x) => x.rate));
 }
 
 /** The report. */

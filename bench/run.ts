@@ -12,7 +12,12 @@ import { serverVersion } from './db.js';
 import { measureEnqueue, measureLatency, measureThroughput } from './measure.js';
 import { renderReport, type Machine, type Results } from './report.js';
 import { progress } from './stats.js';
-import { settingLabel, type BenchSystem, type WorkerSetting } from './system.js';
+import {
+  docketSettingLabel,
+  settingLabel,
+  type BenchSystem,
+  type WorkerSetting,
+} from './system.js';
 import { createDocketSystem } from './systems/docket.js';
 import { createGraphileSystem } from './systems/graphile-worker.js';
 import { createPgBossSystem } from './systems/pg-boss.js';
@@ -155,7 +160,8 @@ async function main(): Promise<void> {
       }
       for (const e of order.filter((x) => !x.latencyOnly)) {
         for (const setting of e.settings) {
-          const label = settingLabel(setting);
+          const label =
+            e.settings === PEER_SETTINGS ? settingLabel(setting) : docketSettingLabel(setting);
           progress(`run ${run + 1}/${RUNS} throughput: ${e.system.name} ${label}`);
           const r = await measureThroughput(e.system, setting, SIZES.throughput);
           progress(`  ${Math.round(r.rate).toLocaleString('en-US')} jobs/s`);

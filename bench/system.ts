@@ -39,3 +39,10 @@ export interface BenchSystem {
 export function settingLabel(s: WorkerSetting): string {
   return `concurrency ${s.concurrency}${s.prefetch !== undefined ? `, prefetch ${s.prefetch}` : ''}`;
 }
+
+/** Label of a Docket worker setting: no prefetch given means the adaptive default. */
+export function docketSettingLabel(s: WorkerSetting): string {
+  return s.prefetch === undefined
+    ? `concurrency ${s.concurrency}, adaptive prefetch (default)`
+    : settingLabel(s);
+}

@@ -22,8 +22,15 @@ export interface WorkerOptions {
   concurrency?: number;
   /** Only these queues. Default all. */
   queues?: string[];
-  /** Jobs claimed ahead of free slots, to hide claim latency. Default `concurrency`. */
-  prefetch?: number;
+  /**
+   * Jobs claimed ahead of free slots, to hide claim latency. A number fixes it; `'auto'` adapts
+   * it between `concurrency` and `maxPrefetch`: it doubles while claims come back full and the
+   * buffer runs dry before the next claim (short jobs), and halves while buffered jobs wait
+   * (long jobs), so a busy worker claims in big batches without hoarding slow jobs. Default `'auto'`.
+   */
+  prefetch?: number | 'auto';
+  /** Upper bound of the adaptive prefetch. Default 500. */
+  maxPrefetch?: number;
   /** Fallback poll interval when no wake-up arrives, ms. Default 1000 (200 without cross-process wake-ups). */
   pollIntervalMs?: number;
   /** Lease per claim, ms. Default `jobs.leaseMs`. */
@@ -57,7 +64,17 @@ interface Slot {
 export class JobWorker implements Worker {
   readonly id: string;
   private readonly concurrency: number;
-  private readonly prefetch: number;
+  /** Current prefetch (fixed, or adapted when `prefetch: 'auto'`). */
+  private prefetch: number;
+  private readonly adaptive: boolean;
+  private readonly minPrefetch: number;
+  private readonly maxPrefetch: number;
+  private lastClaimFull = false;
+  /** A slot was free while the buffer was empty since the last claim. */
+  private starved = false;
+  private lastClaimAt = 0;
+  /** Size asked for by the most recent claim (0 when there was no room to claim). */
+  private lastWanted = 0;
   private readonly pollIntervalMs: number;
   private readonly leaseMs: number;
   private readonly types: string[];
@@ -85,7 +102,10 @@ export class JobWorker implements Worker {
   ) {
     this.id = options.workerId ?? `${hostname()}:${process.pid}:${randomBytes(8).toString('hex')}`;
     this.concurrency = options.concurrency ?? 10;
-    this.prefetch = options.prefetch ?? this.concurrency;
+    this.adaptive = options.prefetch === undefined || options.prefetch === 'auto';
+    this.minPrefetch = this.concurrency;
+    this.maxPrefetch = Math.max(this.minPrefetch, options.maxPrefetch ?? 500);
+    this.prefetch = typeof options.prefetch === 'number' ? options.prefetch : this.minPrefetch;
     this.pollIntervalMs =
       options.pollIntervalMs ?? (deps.backend.capabilities.crossProcessWakeups ? 1000 : 200);
     this.leaseMs = options.leaseMs ?? deps.config.jobs.leaseMs;
@@ -131,8 +151,9 @@ export class JobWorker implements Worker {
       let claimed = 0;
       let wanted = 0;
       try {
-        wanted = this.concurrency + this.prefetch - this.slots.size - this.buffer.length;
-        claimed = wanted > 0 ? await this.fill() : 0;
+        this.lastWanted = 0;
+        claimed = await this.fill();
+        wanted = this.lastWanted;
       } catch (err) {
         this.deps.logger.error(
           { err, workerId: this.id },
@@ -163,8 +184,25 @@ export class JobWorker implements Worker {
     else this.wokenWhileBusy = true;
   }
 
+  /**
+   * Adapts the prefetch to how fast the buffer drains (see WorkerOptions.prefetch): grow when a
+   * slot found the buffer empty since the last full claim; shrink when buffered jobs have been
+   * waiting for over a second (jobs are slow, and another worker could be running them).
+   */
+  private adaptPrefetch(): void {
+    if (!this.adaptive) return;
+    if (this.starved && this.lastClaimFull) {
+      this.prefetch = Math.min(this.maxPrefetch, this.prefetch * 2);
+    } else if (this.buffer.length > 0 && Date.now() - this.lastClaimAt > 1000) {
+      this.prefetch = Math.max(this.minPrefetch, Math.floor(this.prefetch / 2));
+    }
+    this.starved = false;
+  }
+
   private async fill(): Promise<number> {
+    this.adaptPrefetch();
     const want = this.concurrency + this.prefetch - this.slots.size - this.buffer.length;
+    this.lastWanted = Math.max(0, want);
     if (want <= 0) return 0;
     const jobs = await this.deps.backend.jobClaimBatch({
       workerId: this.id,
@@ -174,12 +212,16 @@ export class JobWorker implements Worker {
       types: this.types,
       queues: this.options.queues,
     });
+    this.lastClaimFull = jobs.length === want;
+    this.lastClaimAt = Date.now();
     this.buffer.push(...jobs);
     this.dispatch();
+    this.lastWanted = want;
     return jobs.length;
   }
 
   private dispatch(): void {
+    if (this.buffer.length === 0 && this.slots.size < this.concurrency) this.starved = true;
     while (
       this.slots.size < this.concurrency &&
       this.buffer.length > 0 &&

@@ -698,6 +698,36 @@ describe('PostgreSQL row-level security', () => {
     await runner.stop();
   });
 
+  it('reconnects its LISTEN connection after the server drops it', async () => {
+    const type = unique('relisten');
+    let started = 0;
+    const w = createDocket<Jobs>({
+      store: ts.store,
+      reapIntervalMs: 0,
+      handlers: { [type]: async () => void started++ },
+    });
+    opened.push(w);
+    const producer = make();
+    const runner = w.createWorker({ concurrency: 1, pollIntervalMs: 60_000 });
+    await runner.start();
+    const admin = new pg.Client({ connectionString: ts.url });
+    await admin.connect();
+    const killed = await admin.query(
+      `select pg_terminate_backend(pid) from pg_stat_activity
+       where application_name = 'docket:listen' and datname = current_database()`,
+    );
+    await admin.end();
+    expect(killed.rowCount).toBeGreaterThanOrEqual(1);
+    // Polling is a minute away: only a re-established LISTEN can start this job within 5 s.
+    await new Promise((r) => setTimeout(r, 1500));
+    await producer.enqueue(type, {}, { tenant: unique('t') });
+    await waitFor(() => started === 1, {
+      timeoutMs: 5000,
+      what: 'the job to start after reconnect',
+    });
+    await runner.stop();
+  });
+
   it('row-level security hides other tenants from a raw query without a tenant filter', async () => {
     const d = make();
     const a = unique('a');

@@ -299,9 +299,16 @@ export class PostgresJobBackend extends SqlJobBackendBase implements JobBackend 
     const client = new pg.Client({
       connectionString: this.pgStore.connectionString,
       application_name: 'docket:listen',
+      // A half-open TCP connection would otherwise leave workers silently on polling.
+      keepAlive: true,
     });
+    let retried = false;
+    // Runs once per client however it failed (error event, end event or a failed connect).
     const retry = (err: unknown) => {
+      if (retried) return;
+      retried = true;
       client.removeAllListeners();
+      client.on('error', () => undefined);
       client.end().catch(() => undefined);
       if (this.listener === client) this.listener = undefined;
       if (this.stopped) return;
@@ -314,6 +321,7 @@ export class PostgresJobBackend extends SqlJobBackendBase implements JobBackend 
       this.reconnectTimer.unref();
     };
     client.on('error', retry);
+    client.on('end', () => retry(new Error('LISTEN connection ended')));
     client.on('notification', () => this.notifyJobsAvailable());
     try {
       await client.connect();
