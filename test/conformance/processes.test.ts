@@ -62,6 +62,25 @@ describe.each(BACKENDS)('process conformance on %s', (backend) => {
     expect(await docket.jobs.counts({ tenant })).toEqual({ succeeded: total });
   }, 180_000);
 
+  it('creates one job when 3 processes enqueue the same idempotency key at once', async () => {
+    const racers = await Promise.all(
+      [0, 1, 2].map(() => spawnWorker({ ...ts.env, TEST_ENQUEUE_KEY: 'race-key' })),
+    );
+    await Promise.all(racers.map((r) => r.exited));
+    const seen = racers.flatMap((r) => {
+      const line =
+        r
+          .output()
+          .split('\n')
+          .find((l) => l.startsWith('ready ')) ?? 'ready []';
+      return JSON.parse(line.slice('ready '.length)) as Array<[string, boolean]>;
+    });
+    expect(seen).toHaveLength(60);
+    expect(new Set(seen.map(([id]) => id)).size).toBe(1);
+    expect(seen.filter(([, dedup]) => !dedup)).toHaveLength(1);
+    expect((await docket.jobs.list({}, { tenant: 'race' })).items).toHaveLength(1);
+  }, 60_000);
+
   it('a SIGKILLed worker’s job is finished by another worker after the lease expires', async () => {
     const tenant = 'killed';
     const started = join(dir, 'started.txt');

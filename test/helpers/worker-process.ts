@@ -5,6 +5,7 @@
 //   TEST_FAILPOINT    dead-letter failpoint at which the process SIGKILLs itself
 //   TEST_CONCURRENCY  worker concurrency (default 10)
 //   TEST_LEASE_MS     lease length (default 30000)
+//   TEST_ENQUEUE_KEY  instead of working: enqueue 20 jobs with this idempotency key and exit
 // Prints "ready" once the worker is claiming.
 import { appendFileSync } from 'node:fs';
 import { createDocketFromEnv, PermanentJobError } from '../../src/index.js';
@@ -30,6 +31,21 @@ const docket = createDocketFromEnv({
   },
 });
 await docket.start();
+if (process.env.TEST_ENQUEUE_KEY) {
+  // Enqueue mode: race other processes on one idempotency key, print the ids, exit.
+  const results = await Promise.all(
+    Array.from({ length: 20 }, () =>
+      docket.enqueue(
+        'record',
+        { same: true },
+        { tenant: 'race', idempotencyKey: process.env.TEST_ENQUEUE_KEY },
+      ),
+    ),
+  );
+  process.stdout.write(`ready ${JSON.stringify(results.map((r) => [r.job.id, r.deduplicated]))}\n`);
+  await docket.close();
+  process.exit(0);
+}
 const worker = docket.createWorker({
   concurrency: Number(process.env.TEST_CONCURRENCY ?? 10),
   leaseMs: Number(process.env.TEST_LEASE_MS ?? 30_000),
