@@ -14,7 +14,7 @@ export function canonicalJson(value: unknown): string {
   });
 }
 
-/** SHA-256 (hex) of the canonical JSON of `value`. */
-export function payloadHash(value: unknown): string {
-  return createHash('sha256').update(canonicalJson(value)).digest('hex');
+/** SHA-256 (hex) of a canonical JSON text (from canonicalJson). */
+export function hashCanonicalJson(json: string): string {
+  return createHash('sha256').update(json).digest('hex');
 }

@@ -6,7 +6,7 @@ import type { IdGenerator } from '../core/ids.js';
 import type { TenantTransaction } from '../store/index.js';
 import type { AuditEntry, JobBackend } from './backend.js';
 import { MAX_TIMER_MS } from './execution.js';
-import { canonicalJson, payloadHash } from './hashing.js';
+import { canonicalJson, hashCanonicalJson } from './hashing.js';
 import { JOB_TYPE_PATTERN, type JobTypeOptions } from './registry.js';
 import type { DlqItem, EnqueueResult, Job, JobListFilter, NewJob, Page } from './types.js';
 
@@ -216,7 +216,7 @@ export class JobsService {
       queue,
       type,
       payloadJson,
-      payloadHash: payloadHash(payload === undefined ? {} : payload),
+      payloadHash: hashCanonicalJson(payloadJson),
       priority,
       availableAt,
       maxAttempts,

@@ -45,37 +45,8 @@ export abstract class SqlJobBackendBase {
       const inserted = new Map<string, JobRow>();
       for (let i = 0; i < p.jobs.length; i += INSERT_CHUNK) {
         const chunk = p.jobs.slice(i, i + INSERT_CHUNK);
-        const rows = await trx
-          .insertInto('jobs')
-          .values(
-            chunk.map((j) => ({
-              id: j.id,
-              tenant_id: p.tenant,
-              queue: j.queue,
-              type: j.type,
-              payload: j.payloadJson,
-              payload_hash: j.payloadHash,
-              priority: j.priority,
-              status: 'pending',
-              available_at: j.availableAt,
-              attempts: 0,
-              max_attempts: j.maxAttempts,
-              idempotency_key: j.idempotencyKey,
-              trace_id: j.traceId,
-              timeout_ms: j.timeoutMs,
-              created_at: j.createdAt,
-              updated_at: j.createdAt,
-            })),
-          )
-          .onConflict((oc) =>
-            oc
-              .columns(['tenant_id', 'idempotency_key'])
-              .where('idempotency_key', 'is not', null)
-              .doNothing(),
-          )
-          .returningAll()
-          .execute();
-        for (const r of rows) inserted.set(r.id, r as JobRow);
+        const rows = await this.insertJobRows(trx, p.tenant, chunk);
+        for (const r of rows) inserted.set(r.id, r);
       }
       const missingKeys = p.jobs
         .filter((j) => !inserted.has(j.id))
@@ -132,6 +103,48 @@ export abstract class SqlJobBackendBase {
       : await this.store.withTenantTransaction(p.tenant, run);
     this.notifyJobsAvailable();
     return out;
+  }
+
+  /**
+   * Inserts one chunk of new jobs (skipping repeated idempotency keys) and returns the rows
+   * inserted. Dialects with a faster bulk form override it.
+   */
+  protected async insertJobRows(
+    trx: Kysely<DocketDatabase>,
+    tenant: string,
+    chunk: NewJob[],
+  ): Promise<JobRow[]> {
+    const rows = await trx
+      .insertInto('jobs')
+      .values(
+        chunk.map((j) => ({
+          id: j.id,
+          tenant_id: tenant,
+          queue: j.queue,
+          type: j.type,
+          payload: j.payloadJson,
+          payload_hash: j.payloadHash,
+          priority: j.priority,
+          status: 'pending',
+          available_at: j.availableAt,
+          attempts: 0,
+          max_attempts: j.maxAttempts,
+          idempotency_key: j.idempotencyKey,
+          trace_id: j.traceId,
+          timeout_ms: j.timeoutMs,
+          created_at: j.createdAt,
+          updated_at: j.createdAt,
+        })),
+      )
+      .onConflict((oc) =>
+        oc
+          .columns(['tenant_id', 'idempotency_key'])
+          .where('idempotency_key', 'is not', null)
+          .doNothing(),
+      )
+      .returningAll()
+      .execute();
+    return rows as JobRow[];
   }
 
   /** One job of a tenant. */

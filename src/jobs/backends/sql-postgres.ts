@@ -1,6 +1,7 @@
+import { sql, type Kysely } from 'kysely';
 import pg from 'pg';
 import type { Logger } from '../../core/logger.js';
-import type { PostgresStore } from '../../store/index.js';
+import type { DocketDatabase, PostgresStore } from '../../store/index.js';
 import type {
   JobBackend,
   JobBackendCapabilities,
@@ -8,7 +9,7 @@ import type {
   JobCompletion,
   JobFailureParams,
 } from '../backend.js';
-import type { Job } from '../types.js';
+import type { Job, NewJob } from '../types.js';
 import { rowToJob, type JobRow } from './rows.js';
 import { SqlJobBackendBase } from './sql-common.js';
 
@@ -182,6 +183,38 @@ export class PostgresJobBackend extends SqlJobBackendBase implements JobBackend 
       );
     }
     return this.claims;
+  }
+
+  /**
+   * Bulk insert: one array parameter per column expanded by unnest, instead of Kysely's VALUES
+   * list with 16 parameters per row (16,000 for a 1,000-job chunk) that PostgreSQL parses and
+   * plans anew for each batch size. Measured by `npm run bench` (batch enqueue).
+   */
+  protected override async insertJobRows(
+    trx: Kysely<DocketDatabase>,
+    tenant: string,
+    chunk: NewJob[],
+  ): Promise<JobRow[]> {
+    const col = <T>(f: (j: NewJob) => T): T[] => chunk.map(f);
+    const res = await sql<JobRow>`
+      insert into jobs (id, tenant_id, queue, type, payload, payload_hash, priority, status,
+        available_at, attempts, max_attempts, idempotency_key, trace_id, timeout_ms, created_at,
+        updated_at)
+      select v.id, ${tenant}, v.queue, v.type, v.payload, v.payload_hash, v.priority, 'pending',
+        v.available_at, 0, v.max_attempts, v.idempotency_key, v.trace_id, v.timeout_ms,
+        v.created_at, v.created_at
+      from unnest(
+        ${col((j) => j.id)}::uuid[], ${col((j) => j.queue)}::text[], ${col((j) => j.type)}::text[],
+        ${col((j) => j.payloadJson)}::jsonb[], ${col((j) => j.payloadHash)}::text[],
+        ${col((j) => j.priority)}::int[], ${col((j) => j.availableAt)}::bigint[],
+        ${col((j) => j.maxAttempts)}::int[], ${col((j) => j.idempotencyKey)}::text[],
+        ${col((j) => j.traceId)}::text[], ${col((j) => j.timeoutMs)}::int[],
+        ${col((j) => j.createdAt)}::bigint[])
+        as v(id, queue, type, payload, payload_hash, priority, available_at, max_attempts,
+             idempotency_key, trace_id, timeout_ms, created_at)
+      on conflict (tenant_id, idempotency_key) where idempotency_key is not null do nothing
+      returning *`.execute(trx);
+    return res.rows;
   }
 
   /** Claims due jobs with SKIP LOCKED. */
