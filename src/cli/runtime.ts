@@ -73,6 +73,9 @@ export async function openDocket(
 ): Promise<Docket> {
   const mod = await loadHandlersModule(env.DOCKET_HANDLERS);
   return createDocketFromEnv({
+    // The CLI and the service accept only job types something can run: built-ins plus the
+    // DOCKET_HANDLERS module's (a job of an unknown type would wait forever).
+    strictTypes: true,
     ...extra,
     logger,
     handlers: mod?.handlers as CreateDocketOptions<Record<string, unknown>>['handlers'],
@@ -134,13 +137,16 @@ export function untilStopped(
   stop: () => Promise<void>,
 ): Promise<void> {
   return new Promise((resolve, reject) => {
-    let stopping = false;
+    let stoppingSince = 0;
     const onSignal = (signal: NodeJS.Signals) => {
-      if (stopping) {
+      if (stoppingSince) {
+        // One Ctrl-C often arrives twice (from the terminal and relayed by npm/tsx): only a
+        // signal well after the first one means "exit now".
+        if (Date.now() - stoppingSince < 2000) return;
         logger.warn({ signal }, 'second signal: exiting now');
         process.exit(1);
       }
-      stopping = true;
+      stoppingSince = Date.now();
       say(`${signal} received: shutting down (deadline ${deadlineMs} ms)`);
       const timer = setTimeout(() => {
         logger.error({ deadlineMs }, 'shutdown deadline passed: exiting with jobs still running');

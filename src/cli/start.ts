@@ -20,8 +20,7 @@ export function startCommand(): Command {
       const concurrency = intFromEnv(env, 'DOCKET_CONCURRENCY', 10, 1);
       const shutdownMs = intFromEnv(env, 'DOCKET_SHUTDOWN_TIMEOUT_MS', DEFAULT_SHUTDOWN_MS, 1);
 
-      // A service only accepts the types it can run: built-ins plus the handlers module's.
-      const docket = await openDocket(logger, { strictTypes: true });
+      const docket = await openDocket(logger);
       await docket.start();
       await bootstrapFirstTenant(docket, logger, env.DOCKET_BOOTSTRAP_API_KEY);
       const worker = docket.createWorker({ concurrency });

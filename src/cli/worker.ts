@@ -11,8 +11,7 @@ export function workerCommand(): Command {
       const logger = cliLogger(env);
       const concurrency = intFromEnv(env, 'DOCKET_CONCURRENCY', 10, 1);
       const shutdownMs = intFromEnv(env, 'DOCKET_SHUTDOWN_TIMEOUT_MS', 30_000, 1);
-      // A service only accepts the types it can run: built-ins plus the handlers module's.
-      const docket = await openDocket(logger, { strictTypes: true });
+      const docket = await openDocket(logger);
       await docket.start();
       const worker = docket.createWorker({
         concurrency,

@@ -2,6 +2,9 @@ import { Migrator, sql, type Kysely, type Migration, type MigrationProvider } fr
 import { DocketError } from '../core/errors.js';
 import { MIGRATIONS } from './migrations/index.js';
 
+/** The tables Docket creates (documented in the README). */
+export const DOCKET_TABLES = ['tenants', 'api_keys', 'jobs', 'dlq_items', 'audit_logs'] as const;
+
 /** Runs Docket's migrations for one dialect through Kysely's Migrator (which locks). */
 export async function runMigrations<DB>(
   db: Kysely<DB>,
@@ -32,6 +35,14 @@ export async function runMigrations<DB>(
   const { error, results } = await migrator.migrateToLatest();
   if (error) {
     if (error instanceof DocketError) throw error;
+    if ((error as { code?: string }).code === '42P07' || /already exists/.test(String(error))) {
+      throw new DocketError(
+        'CONFIG_INVALID',
+        `Docket's tables (${DOCKET_TABLES.join(', ')}) clash with existing tables in this database: ${String(error)}`,
+        { tables: DOCKET_TABLES },
+        { cause: error },
+      );
+    }
     const code = (error as { code?: string }).code;
     if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'ETIMEDOUT') throw error;
     throw new DocketError(

@@ -677,6 +677,21 @@ describe('PostgreSQL row-level security', () => {
     await ts.dispose();
   });
 
+  it('refuses to migrate into a database whose own tables clash with Docket’s', async () => {
+    const other = await createTestStore('postgres');
+    try {
+      const c = new pg.Client({ connectionString: other.url });
+      await c.connect();
+      await c.query('create table tenants (id int primary key)');
+      await c.end();
+      const d = createDocket<Jobs>({ store: other.store, reapIntervalMs: 0 });
+      await expect(d.migrate()).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
+      await d.close();
+    } finally {
+      await other.dispose();
+    }
+  });
+
   it('wakes an idle worker through LISTEN/NOTIFY, not polling', async () => {
     const type = unique('wake');
     let startedAt = 0;

@@ -1,3 +1,5 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -30,10 +32,18 @@ for (const backend of BACKENDS) {
   describe(`docket CLI on ${backend}`, () => {
     let ts: TestStore;
     let docket: Docket;
-    const cli = (...args: string[]) => docketCli(ts.env, ...args);
+    let handlersModule: string;
+    const cli = (...args: string[]) =>
+      docketCli({ ...ts.env, DOCKET_HANDLERS: handlersModule }, ...args);
 
     beforeAll(async () => {
       ts = await createTestStore(backend);
+      // The CLI, like the service, accepts only job types it knows: built-ins + this module's.
+      handlersModule = join(ts.dataDir, 'handlers.mjs');
+      writeFileSync(
+        handlersModule,
+        'export const handlers = { report: async ({ payload }) => ({ month: payload.month }) };\n',
+      );
       docket = createDocket({ store: ts.store, dataDir: ts.dataDir, migrate: false });
     });
 
@@ -70,10 +80,11 @@ for (const backend of BACKENDS) {
       expect(await verifyApiKey(docket, key)).toMatchObject({ tenant: 'acme' });
 
       // Independent commands run side by side to keep the suite fast.
-      const [noTenant, badTenant, badJson, ok] = await Promise.all([
+      const [noTenant, badTenant, badJson, unknownType, ok] = await Promise.all([
         cli('keys', 'create', '--tenant', 'nobody'),
         cli('enqueue', 'report', '{}', '--tenant', 'not a tenant'),
         cli('enqueue', 'report', '{not json', '--tenant', 'acme'),
+        cli('enqueue', 'nope', '{}', '--tenant', 'acme'),
         cli('enqueue', 'report', '{"month":"2026-11"}', '--tenant', 'acme', '--json'),
       ]);
       expect(noTenant).toMatchObject({ code: 1, stderr: expect.stringContaining('NOT_FOUND') });
@@ -82,6 +93,10 @@ for (const backend of BACKENDS) {
         stderr: expect.stringContaining('VALIDATION_FAILED'),
       });
       expect(badJson).toMatchObject({ code: 1, stderr: expect.stringContaining('INVALID_JSON') });
+      expect(unknownType).toMatchObject({
+        code: 1,
+        stderr: expect.stringContaining('UNKNOWN_JOB_TYPE'),
+      });
       expect(ok.code).toBe(0);
       const { job } = JSON.parse(ok.stdout) as { job: { id: string; status: string } };
       expect(job.status).toBe('pending');
@@ -90,14 +105,13 @@ for (const backend of BACKENDS) {
       });
 
       const [processed, dlq] = await Promise.all([
-        // No handler for `report` in the CLI process: nothing it may process.
         cli('process', '--tenant', 'acme', '--max', '5', '--json'),
         cli('dlq', 'list', '--tenant', 'acme'),
       ]);
       expect(processed.code).toBe(0);
-      expect(JSON.parse(processed.stdout)).toMatchObject({ processed: 0 });
+      expect(JSON.parse(processed.stdout)).toMatchObject({ processed: 1, succeeded: 1 });
       expect(dlq.stdout).toContain('the dead-letter queue is empty');
-      expect(await docket.jobs.counts({ tenant: 'acme' })).toEqual({ pending: 1 });
+      expect(await docket.jobs.counts({ tenant: 'acme' })).toEqual({ succeeded: 1 });
     });
   });
 }

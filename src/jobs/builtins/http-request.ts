@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { DocketError } from '../../core/errors.js';
 import { PermanentJobError } from '../handler-errors.js';
 import type { JobContext } from '../registry.js';
@@ -38,7 +39,8 @@ export async function httpJobHandler(
     headers: {
       'content-type': 'application/json',
       'idempotency-key': ctx.job.id,
-      traceparent: `00-${ctx.traceId}-${ctx.job.id.replace(/-/g, '').slice(0, 16)}-01`,
+      // A fresh span id per request: the trace continues, the parent span is this attempt.
+      traceparent: `00-${ctx.traceId}-${randomBytes(8).toString('hex')}-01`,
       ...p.headers,
     },
     body: JSON.stringify(p.body ?? {}),
