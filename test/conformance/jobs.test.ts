@@ -488,6 +488,30 @@ describe.each(BACKENDS)('job conformance on %s', (backend) => {
     for (const j of pending.items) expect(j.attempts).toBe(0);
   });
 
+  it('has the store itself refuse a status change outside the state machine', async () => {
+    const d = make();
+    const tenant = unique('t');
+    const { job } = await d.enqueue('guarded', {}, { tenant });
+    const db = await d.internals.systemDb();
+    await db
+      .updateTable('jobs')
+      .set({ status: 'canceled', finished_at: 1 })
+      .where('id', '=', job.id)
+      .execute();
+    // canceled → succeeded is not a transition of Q-2.
+    await expect(
+      db.updateTable('jobs').set({ status: 'succeeded' }).where('id', '=', job.id).execute(),
+    ).rejects.toThrow(/transition|cannot move/);
+    // processing without a lock holder violates the lock-consistency check.
+    await expect(
+      db.updateTable('jobs').set({ status: 'pending' }).where('id', '=', job.id).execute(),
+    ).resolves.toBeDefined();
+    await expect(
+      db.updateTable('jobs').set({ status: 'processing' }).where('id', '=', job.id).execute(),
+    ).rejects.toThrow(/check|constraint/i);
+    expect((await d.jobs.get(job.id, { tenant })).status).toBe('pending');
+  });
+
   it('rolls back a whole batch when one item repeats a key with another payload', async () => {
     const d = make();
     const tenant = unique('t');
