@@ -145,6 +145,20 @@ export function startAttempt(
   };
 }
 
+/** A handler's return value as stored JSON; a value JSON cannot hold is stored as null, logged. */
+export function encodeResult(
+  deps: Pick<ExecutionDeps, 'logger'>,
+  job: Job,
+  result: unknown,
+): string | null {
+  try {
+    return result === undefined ? null : JSON.stringify(result);
+  } catch (err) {
+    deps.logger.warn({ err, jobId: job.id }, 'job result is not JSON-serializable; stored as null');
+    return null;
+  }
+}
+
 /** Turns a thrown value into the stored error shape. */
 export function toJobError(error: unknown, attempt: number, now: number): JobError {
   const e = error instanceof Error ? error : new Error(String(error));

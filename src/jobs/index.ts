@@ -19,6 +19,7 @@ export {
   type Failpoint,
 } from './dead-letter.js';
 export {
+  encodeResult,
   recordFailure,
   startAttempt,
   leaseLostError,

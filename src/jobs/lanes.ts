@@ -1,6 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { DocketError } from '../core/errors.js';
-import { leaseLostError, recordFailure, startAttempt, type ExecutionDeps } from './execution.js';
+import {
+  encodeResult,
+  leaseLostError,
+  recordFailure,
+  startAttempt,
+  type ExecutionDeps,
+} from './execution.js';
 import type { JobHandler } from './registry.js';
 import type { Job } from './types.js';
 
@@ -189,15 +195,7 @@ async function runOne(
     clearInterval(heartbeat);
   }
   if (outcome.kind === 'succeeded') {
-    let resultJson: string | null = null;
-    try {
-      resultJson = outcome.result === undefined ? null : JSON.stringify(outcome.result);
-    } catch (err) {
-      deps.logger.warn(
-        { err, jobId: job.id },
-        'job result is not JSON-serializable; stored as null',
-      );
-    }
+    const resultJson = encodeResult(deps, job, outcome.result);
     const done = await deps.backend.jobCompleteMany({
       workerId,
       items: [{ id: job.id, resultJson }],

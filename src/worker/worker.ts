@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { DocketError } from '../core/errors.js';
 import type { Service } from '../core/service.js';
 import {
+  encodeResult,
   leaseLostError,
   recordFailure,
   startAttempt,
@@ -243,15 +244,7 @@ export class JobWorker implements Worker {
     if (this.slots.get(job.id)?.job !== job) return;
     this.slots.delete(job.id);
     if (outcome.kind === 'succeeded') {
-      let resultJson: string | null = null;
-      try {
-        resultJson = outcome.result === undefined ? null : JSON.stringify(outcome.result);
-      } catch (err) {
-        this.deps.logger.warn(
-          { err, jobId: job.id },
-          'job result is not JSON-serializable; stored as null',
-        );
-      }
+      const resultJson = encodeResult(this.deps, job, outcome.result);
       this.completing.add(job.id);
       this.completionQueue.push({ id: job.id, resultJson });
       this.flushing ??= this.flushCompletions();
