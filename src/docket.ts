@@ -1,5 +1,3 @@
-import { randomUUID } from 'node:crypto';
-import { hostname } from 'node:os';
 import type { Kysely, Transaction } from 'kysely';
 import {
   optionsFromEnv,
@@ -42,6 +40,7 @@ import {
 } from './store/index.js';
 import {
   JobWorker,
+  newWorkerId,
   Reaper,
   type ReapResult,
   type Worker,
@@ -415,7 +414,7 @@ class LazyWorker implements Worker {
     private readonly deps: () => Promise<ExecutionDeps>,
     private readonly options: WorkerOptions,
   ) {
-    this.id = options.workerId ?? `${hostname()}:${process.pid}:${randomUUID()}`;
+    this.id = options.workerId ?? newWorkerId();
   }
 
   get running(): number {

@@ -1,2 +1,2 @@
-export { JobWorker, type Worker, type WorkerOptions } from './worker.js';
+export { JobWorker, newWorkerId, type Worker, type WorkerOptions } from './worker.js';
 export { Reaper, type ReapResult } from './reaper.js';

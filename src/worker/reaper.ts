@@ -36,6 +36,7 @@ export class Reaper extends IntervalService {
 
   private async reap(): Promise<ReapResult> {
     const result: ReapResult = { requeued: 0, deadLettered: 0, resumed: 0 };
+    const expiredIntoDlq = new Set<string>();
     for (;;) {
       const r = await this.deps.backend.jobReapExpired({
         now: this.deps.clock.now(),
@@ -43,17 +44,18 @@ export class Reaper extends IntervalService {
       });
       result.requeued += r.requeued.length;
       result.deadLettered += r.deadLettered.length;
+      r.deadLettered.forEach((id) => expiredIntoDlq.add(id));
       if (r.requeued.length + r.deadLettered.length < this.batchSize) break;
     }
     for (;;) {
       const stuck = await this.deps.backend.jobDeadLetterStuck({ limit: this.batchSize });
-      for (const s of stuck) await resumeDeadLetter(this.deps, s);
-      result.resumed += stuck.length;
+      for (const s of stuck) {
+        await resumeDeadLetter(this.deps, s);
+        // Jobs this pass sent to the DLQ count as dead-lettered; only a crash's leftovers as resumed.
+        if (!expiredIntoDlq.has(s.id)) result.resumed++;
+      }
       if (stuck.length < this.batchSize) break;
     }
-    // Lease-expired jobs that went to dlq_pending were counted above as dead-lettered, not resumed.
-    result.resumed -= result.deadLettered;
-    if (result.resumed < 0) result.resumed = 0;
     if (result.requeued || result.deadLettered || result.resumed) {
       this.deps.logger.info(result, 'reaper recovered jobs');
     }

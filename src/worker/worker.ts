@@ -50,6 +50,11 @@ export interface Worker extends Service {
   readonly running: number;
 }
 
+/** A worker id unique across machines and restarts: `host:pid:random` (it is the lease token). */
+export function newWorkerId(): string {
+  return `${hostname()}:${process.pid}:${randomBytes(8).toString('hex')}`;
+}
+
 interface Slot {
   job: Job;
   attempt: RunningAttempt;
@@ -101,7 +106,7 @@ export class JobWorker implements Worker {
     private readonly deps: ExecutionDeps,
     private readonly options: WorkerOptions,
   ) {
-    this.id = options.workerId ?? `${hostname()}:${process.pid}:${randomBytes(8).toString('hex')}`;
+    this.id = options.workerId ?? newWorkerId();
     this.concurrency = options.concurrency ?? 10;
     this.adaptive = options.prefetch === undefined || options.prefetch === 'auto';
     this.minPrefetch = this.concurrency;
