@@ -1,5 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { randomBytes } from 'node:crypto';
+import { randomPooled } from './random.js';
 import { DocketError } from './errors.js';
 
 /** The tenant and trace an operation runs for. */
@@ -44,7 +44,7 @@ export function assertTenantId(tenant: string): void {
 
 /** A new random W3C trace id. */
 export function newTraceId(): string {
-  return randomBytes(16).toString('hex');
+  return Buffer.from(randomPooled(16)).toString('hex');
 }
 
 /** Extracts the trace id from a W3C `traceparent` header, or undefined if malformed. */
