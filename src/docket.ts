@@ -33,6 +33,21 @@ import {
 } from './jobs/index.js';
 import { httpJobHandler, validateHttpPayload } from './jobs/builtins/http-request.js';
 import {
+  AuditService,
+  type ActionOf,
+  type AuditDefinition,
+  type AuditEvent,
+  type AuditEventFilter,
+  type AuditPrincipal,
+  type AuditReceipt,
+  type AuditRecordOptions,
+  type AuditResource,
+  type AuditSettings,
+  type AuditVerifyResult,
+  type ResourceTypeOf,
+} from './audit/index.js';
+import { createMetrics, type DocketMetrics } from './core/metrics.js';
+import {
   openStore,
   type DocketDatabase,
   type Store,
@@ -49,11 +64,21 @@ import {
 
 /** Type of the built-in maintenance job that prunes finished jobs past retention (SPEC Q-13). */
 export const PRUNE_JOB = 'docket.prune';
+/** Type of the built-in maintenance job that purges audit events past retention (SPEC A-7). */
+export const AUDIT_PURGE_JOB = 'docket.audit_purge';
 /** Tenant that owns Docket's own maintenance jobs. */
 export const SYSTEM_TENANT = 'system';
 
 /** Options of createDocket: configuration plus injected collaborators. */
-export interface CreateDocketOptions<M extends JobMap> extends DocketOptions {
+export interface CreateDocketOptions<
+  M extends JobMap,
+  D extends AuditDefinition = AuditDefinition,
+> extends DocketOptions {
+  /**
+   * The application's audit actions and resource types (from `defineAudit`); other actions are
+   * then refused with AUDIT_ACTION_UNKNOWN. Default none: any well-formed action is accepted.
+   */
+  auditDefinition?: D;
   /** Handlers used by `createWorker()` and `processBatch()` when none are given. */
   handlers?: JobHandlers<M>;
   /** Per-type options; declaring types (or handlers) makes other types UNKNOWN_JOB_TYPE. */
@@ -91,8 +116,47 @@ export type EnqueueItem<M extends JobMap> = {
   [K in keyof M & string]: { type: K; payload: M[K]; options?: Omit<EnqueueOptions, 'tenant'> };
 }[keyof M & string];
 
+/** The audit log of a Docket instance (SPEC A), typed by the declared vocabulary. */
+export interface DocketAudit<A extends string = string, R extends string = string> {
+  /** Queues an event for the batched writer (returns at once, or after at most `maxBlockMs`). */
+  record(
+    action: A,
+    resource: AuditResource<R>,
+    options?: AuditRecordOptions,
+  ): Promise<AuditReceipt>;
+  /** Writes an event inside a transaction from withTransaction: it commits or rolls back with it. */
+  record<DB>(
+    tx: DocketTransaction<DB>,
+    action: A,
+    resource: AuditResource<R>,
+    options?: Omit<AuditRecordOptions, 'tenant'>,
+  ): Promise<AuditEvent>;
+  /** A page of the tenant's events, newest first. */
+  list(filter?: AuditEventFilter, options?: { tenant?: string }): Promise<Page<AuditEvent>>;
+  /** One event; AUDIT_EVENT_NOT_FOUND if absent or another tenant's. */
+  get(id: string, options?: { tenant?: string }): Promise<AuditEvent>;
+  /** Walks the hash chain of one tenant or of all tenants and reports the first broken link. */
+  verify(options?: {
+    tenant?: string;
+    onProgress?: (p: { tenant: string; events: number }) => void;
+  }): Promise<AuditVerifyResult>;
+  /** The tenant's retention settings. */
+  getSettings(options?: { tenant?: string }): Promise<AuditSettings>;
+  /** Changes the tenant's retention at runtime (audited). */
+  setSettings(
+    settings: { retentionDays: number },
+    options?: { tenant?: string; actor?: AuditPrincipal; clientIp?: string; userAgent?: string },
+  ): Promise<AuditSettings>;
+  /** Removes events past retention now (keeping chains verifiable); returns how many. */
+  purgeOnce(): Promise<number>;
+  /** Writes every queued event now. */
+  flush(): Promise<void>;
+}
+
 /** A Docket instance. */
-export interface Docket<M extends JobMap = JobMap> {
+export interface Docket<M extends JobMap = JobMap, D extends AuditDefinition = AuditDefinition> {
+  /** The audit log. */
+  readonly audit: DocketAudit<ActionOf<D>, ResourceTypeOf<D>>;
   /** The resolved, frozen configuration. */
   readonly config: DocketConfig;
   /** Opens the store, migrates and starts background services (reaper). Idempotent. */
@@ -168,13 +232,16 @@ export interface Docket<M extends JobMap = JobMap> {
     logger: Logger;
     clock: Clock;
     ids: IdGenerator;
+    metrics: DocketMetrics;
+    auditService(): Promise<AuditService>;
   };
 }
 
 /** Creates a Docket instance. No I/O happens until `start()` or the first operation. */
-export function createDocket<M extends JobMap = JobMap>(
-  options: CreateDocketOptions<M> = {},
-): Docket<M> {
+export function createDocket<
+  M extends JobMap = JobMap,
+  D extends AuditDefinition = AuditDefinition,
+>(options: CreateDocketOptions<M, D> = {}): Docket<M, D> {
   const config = resolveConfig(options);
   const logger = options.logger ?? silentLogger();
   const clock = options.clock ?? systemClock;
@@ -184,6 +251,7 @@ export function createDocket<M extends JobMap = JobMap>(
     : {
         http: httpJobHandler as JobHandler<unknown>,
         [PRUNE_JOB]: async () => ({ pruned: await docket.pruneOnce() }),
+        [AUDIT_PURGE_JOB]: async () => ({ purged: await docket.audit.purgeOnce() }),
       };
   const handlers: Record<string, JobHandler<unknown> | undefined> = {
     ...builtinHandlers,
@@ -194,6 +262,7 @@ export function createDocket<M extends JobMap = JobMap>(
   if (options.builtins !== false) {
     typeMap.set('http', { validate: validateHttpPayload, retry: { maxAttempts: 5 } });
     typeMap.set(PRUNE_JOB, { retry: { maxAttempts: 3 } });
+    typeMap.set(AUDIT_PURGE_JOB, { retry: { maxAttempts: 3 } });
   }
   for (const t of Object.keys(options.handlers ?? {})) typeMap.set(t, {});
   for (const [t, o] of Object.entries(options.jobTypes ?? {}))
@@ -204,8 +273,9 @@ export function createDocket<M extends JobMap = JobMap>(
   const txTenants = new WeakMap<object, string>();
   let opened: Promise<{ store: Store; backend: JobBackend }> | undefined;
   let reaper: Reaper | undefined;
-  let pruneScheduler: IntervalService | undefined;
+  const maintenance: IntervalService[] = [];
   let closed = false;
+  const metrics = createMetrics();
 
   const ready = () => {
     opened ??= (async () => {
@@ -255,7 +325,37 @@ export function createDocket<M extends JobMap = JobMap>(
   };
   const workers = new Set<Worker>();
 
-  const docket: Docket<M> = {
+  let auditService: AuditService | undefined;
+  const audit = async () => {
+    const { store } = await ready();
+    if (!auditService) {
+      auditService = new AuditService({
+        store,
+        config,
+        clock,
+        ids,
+        logger,
+        metrics,
+        definition: options.auditDefinition,
+        tenantOfTx: (tx) => txTenants.get(tx),
+      });
+      await auditService.writer.start();
+    }
+    return auditService;
+  };
+  /** Enqueues a maintenance job once per interval however many instances run (the key dedupes). */
+  const everyInterval = (type: string, every: number) =>
+    new IntervalService(
+      every,
+      () =>
+        docket.enqueue(type as keyof M & string, {} as M[keyof M & string], {
+          tenant: SYSTEM_TENANT,
+          idempotencyKey: `${type}:${Math.floor(clock.now() / every)}`,
+        }),
+      (err) => logger.error({ err, type }, 'scheduling a maintenance job failed'),
+    );
+
+  const docket: Docket<M, D> = {
     config,
     async start() {
       const deps = await execDeps();
@@ -264,20 +364,14 @@ export function createDocket<M extends JobMap = JobMap>(
         reaper = new Reaper(deps, interval);
         await reaper.start();
       }
-      const pruneEvery = options.pruneIntervalMs ?? 3_600_000;
-      if (!pruneScheduler && pruneEvery > 0 && options.builtins !== false) {
-        // One prune job per interval however many instances run: the key dedupes them.
-        pruneScheduler = new IntervalService(
-          pruneEvery,
-          () =>
-            docket.enqueue(PRUNE_JOB as keyof M & string, {} as M[keyof M & string], {
-              tenant: SYSTEM_TENANT,
-              idempotencyKey: `prune:${Math.floor(clock.now() / pruneEvery)}`,
-            }),
-          (err) => logger.error({ err }, 'scheduling the prune job failed'),
-        );
-        await pruneScheduler.start();
+      if (maintenance.length === 0 && options.builtins !== false) {
+        const pruneEvery = options.pruneIntervalMs ?? 3_600_000;
+        if (pruneEvery > 0) maintenance.push(everyInterval(PRUNE_JOB, pruneEvery));
+        const purgeEvery = config.audit.purgeIntervalMs;
+        if (purgeEvery > 0) maintenance.push(everyInterval(AUDIT_PURGE_JOB, purgeEvery));
+        for (const m of maintenance) await m.start();
       }
+      await audit();
     },
     async migrate() {
       const store = await openStore(config, logger);
@@ -291,8 +385,9 @@ export function createDocket<M extends JobMap = JobMap>(
       if (closed) return;
       closed = true;
       await reaper?.stop();
-      await pruneScheduler?.stop();
+      for (const m of maintenance) await m.stop();
       await Promise.all([...workers].map((w) => w.stop()));
+      await auditService?.writer.stop();
       if (opened) {
         const { store, backend } = await opened;
         await backend.stop();
@@ -381,6 +476,29 @@ export function createDocket<M extends JobMap = JobMap>(
         if (n < 1000) return total;
       }
     },
+    audit: {
+      async record(...args: unknown[]) {
+        const service = await audit();
+        if (typeof args[0] === 'string') {
+          const [action, resource, o] = args as [string, AuditResource, AuditRecordOptions?];
+          return service.record(action, resource, o);
+        }
+        const [tx, action, resource, o] = args as [
+          object,
+          string,
+          AuditResource,
+          AuditRecordOptions?,
+        ];
+        return service.recordTx(tx, action, resource, o);
+      },
+      list: async (f, o) => (await audit()).list(f, o),
+      get: async (id, o) => (await audit()).get(id, o),
+      verify: async (o) => (await audit()).verify(o),
+      getSettings: async (o) => (await audit()).getSettings(o),
+      setSettings: async (s, o) => (await audit()).setSettings(s, o),
+      purgeOnce: async () => (await audit()).purgeOnce(),
+      flush: async () => (await audit()).writer.flush(),
+    } as DocketAudit<ActionOf<D>, ResourceTypeOf<D>>,
     async ping() {
       await (await ready()).store.ping();
     },
@@ -392,16 +510,19 @@ export function createDocket<M extends JobMap = JobMap>(
       logger,
       clock,
       ids,
+      metrics,
+      auditService: audit,
     },
   };
   return docket;
 }
 
 /** Creates a Docket from environment variables (the service and CLI use this). */
-export function createDocketFromEnv<M extends JobMap = JobMap>(
-  extra: Omit<CreateDocketOptions<M>, keyof DocketOptions> = {},
-): Docket<M> {
-  return createDocket<M>({ ...optionsFromEnv(), ...extra });
+export function createDocketFromEnv<
+  M extends JobMap = JobMap,
+  D extends AuditDefinition = AuditDefinition,
+>(extra: Omit<CreateDocketOptions<M, D>, keyof DocketOptions> = {}): Docket<M, D> {
+  return createDocket<M, D>({ ...optionsFromEnv(), ...extra });
 }
 
 /** A worker whose construction waits for the store (createWorker is synchronous). */

@@ -1,6 +1,29 @@
 export { createDocket, createDocketFromEnv } from './docket.js';
-export type { CreateDocketOptions, Docket, DocketTransaction, EnqueueItem } from './docket.js';
-export type { DocketConfig, DocketOptions, RetryPolicy } from './config/index.js';
+export type {
+  CreateDocketOptions,
+  Docket,
+  DocketAudit,
+  DocketTransaction,
+  EnqueueItem,
+} from './docket.js';
+export type { AuditConfig, DocketConfig, DocketOptions, RetryPolicy } from './config/index.js';
+export { BUILTIN_AUDIT_ACTIONS, defineAudit } from './audit/index.js';
+export type {
+  AuditContent,
+  AuditDefinition,
+  AuditDiffEntry,
+  AuditEvent,
+  AuditEventFilter,
+  AuditOutcome,
+  AuditPrincipal,
+  AuditReceipt,
+  AuditRecordOptions,
+  AuditResource,
+  AuditResourceOptions,
+  AuditSettings,
+  AuditVerifyResult,
+  JsonValue,
+} from './audit/index.js';
 export { DocketError, ERROR_CODES, isDocketError, type ErrorCode } from './core/errors.js';
 export { ManualClock, systemClock, type Clock } from './core/clock.js';
 export type { IdGenerator } from './core/ids.js';

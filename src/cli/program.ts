@@ -1,4 +1,5 @@
 import { Command } from 'commander';
+import { auditCommand } from './audit.js';
 import { dlqCommand } from './dlq.js';
 import { doctorCommand } from './doctor.js';
 import { enqueueCommand } from './enqueue.js';
@@ -20,6 +21,7 @@ export function buildProgram(): Command {
     .addCommand(enqueueCommand())
     .addCommand(processCommand())
     .addCommand(dlqCommand())
+    .addCommand(auditCommand())
     .addCommand(tenantsCommand())
     .addCommand(keysCommand())
     .addCommand(doctorCommand());

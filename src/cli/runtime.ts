@@ -5,6 +5,7 @@ import { pino, type Logger } from 'pino';
 import { createDocketFromEnv, type CreateDocketOptions, type Docket } from '../docket.js';
 import { DocketError } from '../core/errors.js';
 import type { JobHandler, JobTypeOptions } from '../jobs/index.js';
+import type { AuditDefinition } from '../audit/index.js';
 
 /** What the module named by DOCKET_HANDLERS provides. */
 export interface HandlersModule {
@@ -12,6 +13,8 @@ export interface HandlersModule {
   handlers: Record<string, JobHandler<never>>;
   /** Per-type options. Default none. */
   jobTypes?: Record<string, JobTypeOptions>;
+  /** The application's audit vocabulary (`defineAudit`). Default none (any action). */
+  auditDefinition?: AuditDefinition;
 }
 
 /** Structured JSON logs go to stderr so stdout stays for the human-readable output. */
@@ -52,9 +55,25 @@ export async function loadHandlersModule(
   if (jobTypes !== undefined && !isRecord(jobTypes)) {
     throw new DocketError('CONFIG_INVALID', `\`jobTypes\` of ${path} must be an object`, { path });
   }
+  const auditDefinition = mod.auditDefinition;
+  if (
+    auditDefinition !== undefined &&
+    !(
+      isRecord(auditDefinition) &&
+      Array.isArray(auditDefinition.actions) &&
+      isRecord(auditDefinition.resources)
+    )
+  ) {
+    throw new DocketError(
+      'CONFIG_INVALID',
+      `\`auditDefinition\` of ${path} must be defineAudit({ actions, resources })`,
+      { path },
+    );
+  }
   return {
     handlers: handlers as HandlersModule['handlers'],
     jobTypes: jobTypes as HandlersModule['jobTypes'],
+    auditDefinition: auditDefinition as AuditDefinition | undefined,
   };
 }
 
@@ -67,7 +86,7 @@ export async function openDocket(
   logger: Logger,
   extra: Omit<
     CreateDocketOptions<Record<string, unknown>>,
-    'handlers' | 'jobTypes' | 'logger'
+    'handlers' | 'jobTypes' | 'logger' | 'auditDefinition'
   > = {},
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<Docket> {
@@ -80,6 +99,7 @@ export async function openDocket(
     logger,
     handlers: mod?.handlers as CreateDocketOptions<Record<string, unknown>>['handlers'],
     jobTypes: mod?.jobTypes,
+    auditDefinition: mod?.auditDefinition,
   });
 }
 

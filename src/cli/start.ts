@@ -29,6 +29,10 @@ export function startCommand(): Command {
         docket,
         logger,
         operatorSecret: env.DOCKET_OPERATOR_SECRET || undefined,
+        trustedProxies: (env.DOCKET_TRUSTED_PROXIES ?? '')
+          .split(',')
+          .map((s) => s.trim())
+          .filter(Boolean),
       });
       const address = await app.listen({ host, port });
       logger.info({ address, worker: worker.id, concurrency }, 'docket started');

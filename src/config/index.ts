@@ -65,6 +65,24 @@ export interface DocketConfig {
   };
   /** Folder for the embedded store and local data. Default `./data`. */
   dataDir: string;
+  /** The audit log (SPEC A). */
+  audit: AuditConfig;
+}
+
+/** Audit log settings (SPEC A-5, A-7). */
+export interface AuditConfig {
+  /** Days events are kept unless a tenant sets its own retention at runtime. Default 90. */
+  retentionDays: number;
+  /** How often the retention purge runs, ms (0 disables it). Default 3_600_000. */
+  purgeIntervalMs: number;
+  /** Events per batched write (bigger batches amortize index page writes). Default 5000. */
+  batchSize: number;
+  /** Longest an event waits before a batched write, ms. Default 200. */
+  flushIntervalMs: number;
+  /** Events buffered in memory at most. Default 50_000. */
+  maxBuffer: number;
+  /** Longest `audit.record()` waits for buffer room before dropping the event, ms. Default 100. */
+  maxBlockMs: number;
 }
 
 /** Partial configuration accepted by createDocket; everything has a default. */
@@ -81,6 +99,8 @@ export interface DocketOptions {
   retention?: Partial<DocketConfig['retention']>;
   /** Data folder. Default `./data`. */
   dataDir?: string;
+  /** Audit log settings. */
+  audit?: Partial<AuditConfig>;
 }
 
 const DAY = 86_400_000;
@@ -117,6 +137,14 @@ export function resolveConfig(options: DocketOptions = {}): DocketConfig {
       failedMs: options.retention?.failedMs ?? 30 * DAY,
     },
     dataDir,
+    audit: {
+      retentionDays: options.audit?.retentionDays ?? 90,
+      purgeIntervalMs: options.audit?.purgeIntervalMs ?? 3_600_000,
+      batchSize: options.audit?.batchSize ?? 5000,
+      flushIntervalMs: options.audit?.flushIntervalMs ?? 200,
+      maxBuffer: options.audit?.maxBuffer ?? 50_000,
+      maxBlockMs: options.audit?.maxBlockMs ?? 100,
+    },
   };
   validateConfig(config);
   return deepFreeze(config);
@@ -136,6 +164,29 @@ function validateConfig(c: DocketConfig): void {
     ['retention.failedMs', c.retention.failedMs],
   );
   if (c.store.dialect === 'postgres') positive.push(['store.poolSize', c.store.poolSize]);
+  positive.push(
+    ['audit.retentionDays', c.audit.retentionDays],
+    ['audit.batchSize', c.audit.batchSize],
+    ['audit.flushIntervalMs', c.audit.flushIntervalMs],
+    ['audit.maxBuffer', c.audit.maxBuffer],
+  );
+  for (const [name, v] of [
+    ['audit.purgeIntervalMs', c.audit.purgeIntervalMs],
+    ['audit.maxBlockMs', c.audit.maxBlockMs],
+  ] as const) {
+    if (!Number.isInteger(v) || v < 0) {
+      throw new DocketError('CONFIG_INVALID', `${name} must be an integer >= 0`, {
+        name,
+        value: v,
+      });
+    }
+  }
+  if (c.audit.retentionDays > 36_500) {
+    throw new DocketError('CONFIG_INVALID', 'audit.retentionDays must be at most 36500', {
+      name: 'audit.retentionDays',
+      value: c.audit.retentionDays,
+    });
+  }
   for (const [name, v] of positive) {
     if (!Number.isInteger(v) || v <= 0) {
       throw new DocketError('CONFIG_INVALID', `${name} must be a positive integer`, {
@@ -223,6 +274,11 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): DocketOpti
     retention: {
       succeededMs: num('DOCKET_RETENTION_SUCCEEDED_MS'),
       failedMs: num('DOCKET_RETENTION_FAILED_MS'),
+    },
+    audit: {
+      retentionDays: num('DOCKET_AUDIT_RETENTION_DAYS'),
+      maxBuffer: num('DOCKET_AUDIT_MAX_BUFFER'),
+      maxBlockMs: num('DOCKET_AUDIT_MAX_BLOCK_MS'),
     },
   };
 }

@@ -11,6 +11,9 @@ import { healthRoutes } from './routes/health.js';
 import { jobRoutes } from './routes/jobs.js';
 import { queueRoutes } from './routes/queue.js';
 import { tenantRoutes } from './routes/tenants.js';
+import { auditEventSchema, auditRoutes } from './routes/audit.js';
+import { auditHooks } from './audit-hook.js';
+import { createClientIpResolver } from '../audit/index.js';
 import { dlqItemSchema, jobSchema } from './schemas.js';
 
 /** Options of buildHttpApp. */
@@ -23,6 +26,11 @@ export interface HttpAppOptions<M extends JobMap = JobMap> {
   logger: Logger;
   /** Body limit of POST /v1/jobs/batch, bytes. Default 16 MiB (or one payload limit, if larger). */
   batchBodyLimitBytes?: number;
+  /**
+   * Proxies whose Forwarded / X-Forwarded-For / X-Real-IP headers are believed for the client IP
+   * recorded in audit events: IPs, CIDRs, or `loopback`, `linklocal`, `uniquelocal`. Default none.
+   */
+  trustedProxies?: readonly string[];
 }
 
 // Room for the envelope around a payload (type, options, JSON escaping) so that Docket itself
@@ -52,6 +60,9 @@ export function buildHttpApp<M extends JobMap>(options: HttpAppOptions<M>): Fast
 
   app.decorateRequest('principal', null);
   app.decorateRequest('traceId', undefined);
+  app.decorateRequest('createdResourceId', undefined);
+  const clientIp = createClientIpResolver(options.trustedProxies ?? []);
+  const audit = auditHooks(docket, clientIp, options.logger);
   app.setErrorHandler(httpErrorHandler(options.logger));
   app.setNotFoundHandler(routeNotFound);
   let closing = false;
@@ -80,6 +91,7 @@ export function buildHttpApp<M extends JobMap>(options: HttpAppOptions<M>): Fast
   app.addSchema(jobSchema);
   app.addSchema(dlqItemSchema);
   app.addSchema(tenantSchema);
+  app.addSchema(auditEventSchema);
 
   void app.register(swagger, {
     openapi: {
@@ -108,6 +120,8 @@ export function buildHttpApp<M extends JobMap>(options: HttpAppOptions<M>): Fast
   void app.register(
     async (v1) => {
       v1.addHook('onRequest', readTraceparent);
+      v1.addHook('onSend', audit.onSend);
+      v1.addHook('onResponse', audit.onResponse);
       v1.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
       void v1.register(async (tenantScope) => {
         tenantScope.addHook('onRequest', requireApiKey(docket));
@@ -118,6 +132,7 @@ export function buildHttpApp<M extends JobMap>(options: HttpAppOptions<M>): Fast
         );
         void tenantScope.register(dlqRoutes(docket));
         void tenantScope.register(queueRoutes(docket));
+        void tenantScope.register(auditRoutes(docket, clientIp));
       });
       void v1.register(async (operatorScope) => {
         operatorScope.addHook('onRequest', requireOperator(options.operatorSecret));

@@ -56,9 +56,8 @@ export interface JobChange {
   changed: boolean;
 }
 
-/** Audit row written in the same transaction as a state change. */
+/** Audit event written in the same transaction as a state change (its id comes from its time). */
 export interface AuditEntry {
-  id: string;
   tenantId: string;
   action: string;
   resourceType: string;

@@ -43,7 +43,6 @@ export async function resumeDeadLetter(
       now,
       dlqItemId: deps.ids.next(),
       audit: {
-        id: deps.ids.next(),
         tenantId: '', // filled from the job row by the backend
         action: 'job.dead_lettered',
         resourceType: 'job',

@@ -337,7 +337,6 @@ export class JobsService {
 
   private audit(tenant: string, action: string, id: string, o: ActorOptions): AuditEntry {
     return {
-      id: this.deps.ids.next(),
       tenantId: tenant,
       action,
       resourceType: 'job',

@@ -3,7 +3,18 @@ import { DocketError } from '../core/errors.js';
 import { MIGRATIONS } from './migrations/index.js';
 
 /** The tables Docket creates (documented in the README). */
-export const DOCKET_TABLES = ['tenants', 'api_keys', 'jobs', 'dlq_items', 'audit_logs'] as const;
+export const DOCKET_TABLES = [
+  'tenants',
+  'api_keys',
+  'jobs',
+  'dlq_items',
+  'audit_events',
+  'audit_chain',
+  'audit_checkpoints',
+  'audit_settings',
+  'audit_purge_guard',
+  'alerts',
+] as const;
 
 /** Runs Docket's migrations for one dialect through Kysely's Migrator (which locks). */
 export async function runMigrations<DB>(

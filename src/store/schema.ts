@@ -60,17 +60,70 @@ export interface DlqItemsTable {
   replayed_at: number | null;
 }
 
-/** A minimal audit row (grown into the audit module later). */
-export interface AuditLogsTable {
+/** One hash-chained audit event (SPEC A). JSON `data` is text on SQLite. */
+export interface AuditEventsTable {
   id: string;
   tenant_id: string;
+  seq: number;
   action: string;
+  outcome: string;
   resource_type: string;
   resource_id: string;
-  actor: string;
+  resource_name: string | null;
+  actor_type: string;
+  actor_id: string;
+  actor_display: string | null;
   trace_id: string;
+  client_ip: string | null;
+  user_agent: string | null;
   data: string;
   created_at: number;
+  prev_hash: string;
+  hash: string;
+}
+
+/** Head of a tenant's audit chain; also the lock that serializes its appends. */
+export interface AuditChainTable {
+  tenant_id: string;
+  seq: number;
+  hash: string;
+  updated_at: number;
+}
+
+/** A retention purge's checkpoint: the last removed event's seq and hash. */
+export interface AuditCheckpointsTable {
+  tenant_id: string;
+  seq: number;
+  hash: string;
+  removed: number;
+  created_at: number;
+}
+
+/** Per-tenant audit settings changed at runtime. */
+export interface AuditSettingsTable {
+  tenant_id: string;
+  retention_days: number;
+  updated_at: number;
+}
+
+/** Rows present only inside a purge transaction; the append-only trigger lets deletes pass then. */
+export interface AuditPurgeGuardTable {
+  txid: string;
+}
+
+/** Operational alerts (SPEC OPS-2), deduplicated by key while not resolved. */
+export interface AlertsTable {
+  id: string;
+  key: string;
+  tenant_id: string | null;
+  source: string;
+  severity: string;
+  message: string;
+  details: string;
+  status: string;
+  occurrences: number;
+  first_seen_at: number;
+  last_seen_at: number;
 }
 
 /** Docket's tables. */
@@ -79,5 +132,10 @@ export interface DocketDatabase {
   api_keys: ApiKeysTable;
   jobs: JobsTable;
   dlq_items: DlqItemsTable;
-  audit_logs: AuditLogsTable;
+  audit_events: AuditEventsTable;
+  audit_chain: AuditChainTable;
+  audit_checkpoints: AuditCheckpointsTable;
+  audit_settings: AuditSettingsTable;
+  audit_purge_guard: AuditPurgeGuardTable;
+  alerts: AlertsTable;
 }

@@ -821,10 +821,10 @@ describe('PostgreSQL row-level security', () => {
 async function auditActions(d: Docket<Jobs>, jobId: string): Promise<string[]> {
   const db = await d.internals.systemDb();
   const rows = await db
-    .selectFrom('audit_logs')
-    .select(['action', 'id'])
+    .selectFrom('audit_events')
+    .select(['action', 'seq'])
     .where('resource_id', '=', jobId)
-    .orderBy('id')
+    .orderBy('seq')
     .execute();
   return rows.map((r) => r.action);
 }

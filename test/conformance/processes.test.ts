@@ -132,7 +132,7 @@ describe.each(BACKENDS)('process conformance on %s', (backend) => {
       expect(items.items.map((i) => i.jobId)).toEqual([job.id]);
       const db = await docket.internals.systemDb();
       const audits = await db
-        .selectFrom('audit_logs')
+        .selectFrom('audit_events')
         .select('action')
         .where('resource_id', '=', job.id)
         .execute();

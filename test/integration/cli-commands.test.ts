@@ -2,6 +2,8 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { sql } from 'kysely';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDocket, type Docket } from '../../src/docket.js';
 import { verifyApiKey } from '../../src/http/index.js';
@@ -113,5 +115,42 @@ for (const backend of BACKENDS) {
       expect(dlq.stdout).toContain('the dead-letter queue is empty');
       expect(await docket.jobs.counts({ tenant: 'acme' })).toEqual({ succeeded: 1 });
     });
+
+    it('audit verify walks the chains, and exits 1 naming the first broken link', async () => {
+      for (let i = 0; i < 3; i++) {
+        await docket.audit.record('doc.edit', { type: 'doc', id: `d${i}` }, { tenant: 'acme' });
+      }
+      await docket.audit.flush();
+      const ok = await cli('audit', 'verify', '--tenant', 'acme');
+      expect(ok.code).toBe(0);
+      expect(ok.stdout).toMatch(/^ok: \d+ event\(s\) in 1 chain\(s\) verified/m);
+      const listed = await cli('audit', 'list', '--tenant', 'acme', '--action', 'doc.edit');
+      expect(listed.stdout.match(/doc\.edit/g)).toHaveLength(3);
+      // Tamper behind the append-only trigger, as someone with the owner's access could.
+      await tamperWithSecondEvent(ts, docket, 'acme');
+      const broken = await cli('audit', 'verify', '--json');
+      expect(broken.code).toBe(1);
+      expect(JSON.parse(broken.stdout)).toMatchObject({
+        ok: false,
+        broken: { tenantId: 'acme', reason: 'hash_mismatch' },
+      });
+    });
   });
+}
+
+async function tamperWithSecondEvent(ts: TestStore, docket: Docket, tenant: string): Promise<void> {
+  const statement = `update audit_events set action = 'doc.view' where tenant_id = '${tenant}' and seq = 2`;
+  if (ts.url) {
+    const c = new pg.Client({ connectionString: ts.url });
+    await c.connect();
+    await c.query('begin');
+    await c.query('set local session_replication_role = replica');
+    await c.query(statement);
+    await c.query('commit');
+    await c.end();
+    return;
+  }
+  const db = await docket.internals.systemDb();
+  await sql.raw('drop trigger audit_events_no_update').execute(db);
+  await sql.raw(statement).execute(db);
 }

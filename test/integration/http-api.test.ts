@@ -161,8 +161,8 @@ for (const backend of BACKENDS) {
 
       const db = await docket.internals.systemDb();
       const audit = await db
-        .selectFrom('audit_logs')
-        .select(['action', 'actor'])
+        .selectFrom('audit_events')
+        .select(['action', 'actor_type', 'actor_id'])
         .where('resource_id', 'in', [job.id, doomedId])
         .where('action', 'in', ['job.canceled', 'job.retried', 'job.dlq_replayed'])
         .execute();
@@ -171,7 +171,7 @@ for (const backend of BACKENDS) {
         'job.dlq_replayed',
         'job.retried',
       ]);
-      expect(audit.every((a) => a.actor === `apikey:${keyId}`)).toBe(true);
+      expect(audit.every((a) => a.actor_type === 'api_key' && a.actor_id === keyId)).toBe(true);
     });
 
     it('operator endpoints create tenants and keys with the operator secret only', async () => {

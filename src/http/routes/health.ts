@@ -7,9 +7,18 @@ const statusSchema = {
   properties: { status: { type: 'string' }, reason: { type: 'string' } },
 } as const;
 
-/** Liveness (/healthz) and readiness (/readyz: the store answers). */
+/** Liveness (/healthz), readiness (/readyz: the store answers) and Prometheus /metrics. */
 export function healthRoutes(docket: Docket) {
   return async (app: FastifyInstance): Promise<void> => {
+    app.get(
+      '/metrics',
+      { schema: { summary: 'Prometheus metrics (no tenant labels)', tags: ['health'] } },
+      async (_req, reply) => {
+        const registry = docket.internals.metrics.registry;
+        return reply.type(registry.contentType).send(await registry.metrics());
+      },
+    );
+
     app.get(
       '/healthz',
       {

@@ -1,3 +1,4 @@
+import { appendAuditEvents, prepareAuditEvent, principalFromActor } from '../../audit/index.js';
 import { EventEmitter } from 'node:events';
 import { sql, type Kysely, type Transaction } from 'kysely';
 import { DocketError } from '../../core/errors.js';
@@ -439,21 +440,18 @@ export abstract class SqlJobBackendBase {
     this.wakeups.emit('available');
   }
 
+  /** Appends the operator action's event to the tenant's audit chain, in `trx`. */
   protected async insertAudit(trx: Transaction<DocketDatabase>, a: AuditEntry): Promise<void> {
-    await trx
-      .insertInto('audit_logs')
-      .values({
-        id: a.id,
-        tenant_id: a.tenantId,
-        action: a.action,
-        resource_type: a.resourceType,
-        resource_id: a.resourceId,
-        actor: a.actor,
-        trace_id: a.traceId,
-        data: JSON.stringify(a.data),
-        created_at: a.createdAt,
-      })
-      .execute();
+    const event = prepareAuditEvent({
+      tenant: a.tenantId,
+      traceId: a.traceId,
+      createdAt: a.createdAt,
+      action: a.action,
+      resource: { type: a.resourceType, id: a.resourceId },
+      actor: principalFromActor(a.actor),
+      metadata: Object.keys(a.data).length > 0 ? a.data : undefined,
+    });
+    await appendAuditEvents(trx, [event], a.createdAt);
   }
 
   private async unchanged(

@@ -1,4 +1,5 @@
 import { m001Foundation } from './001-foundation.js';
+import { m002Audit } from './002-audit.js';
 
 /** A numbered, never-edited migration with one statement list per dialect. */
 export interface DocketMigration {
@@ -13,4 +14,4 @@ export interface DocketMigration {
 }
 
 /** Every migration, in order. Append; never edit a released one. */
-export const MIGRATIONS: readonly DocketMigration[] = [m001Foundation];
+export const MIGRATIONS: readonly DocketMigration[] = [m001Foundation, m002Audit];

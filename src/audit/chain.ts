@@ -1,0 +1,68 @@
+import { sha256Hex } from '../core/canonical-json.js';
+import type { AuditEventsTable } from '../store/schema.js';
+
+/** prev_hash of a tenant's first event. */
+export const GENESIS_HASH = '0'.repeat(64);
+
+/** The stored fields an event's hash covers: every column except the hashes, `data` as stored text. */
+export type HashedFields = Omit<AuditEventsTable, 'prev_hash' | 'hash'>;
+
+/**
+ * hash = sha256(prev_hash + "\n" + JSON array of the event's columns in a fixed order). `data`
+ * enters as the exact JSON text stored (PostgreSQL `json` and SQLite `text` keep it byte for
+ * byte), so neither writing nor verifying has to canonicalize it.
+ */
+export function chainHash(prevHash: string, f: HashedFields): string {
+  const content = JSON.stringify([
+    f.id,
+    f.tenant_id,
+    Number(f.seq),
+    f.action,
+    f.outcome,
+    f.resource_type,
+    f.resource_id,
+    f.resource_name,
+    f.actor_type,
+    f.actor_id,
+    f.actor_display,
+    f.trace_id,
+    f.client_ip,
+    f.user_agent,
+    Number(f.created_at),
+    f.data,
+  ]);
+  return sha256Hex(`${prevHash}\n${content}`);
+}
+
+// NUL characters and lone UTF-16 surrogates cannot be stored in PostgreSQL text/jsonb (and
+// would not round-trip to the same hash), so they are replaced before anything is hashed.
+const UNSTORABLE = /\u0000|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+
+const SUSPECT = /[\u0000\uD800-\uDFFF]/;
+
+/** Replaces characters no store can keep (NUL, lone surrogates) with U+FFFD. */
+export function storableText(s: string): string {
+  return SUSPECT.test(s) ? s.replace(UNSTORABLE, '\uFFFD') : s;
+}
+
+function storable(value: unknown): boolean {
+  if (typeof value === 'string') return !SUSPECT.test(value) || storableText(value) === value;
+  if (Array.isArray(value)) return value.every(storable);
+  if (value && typeof value === 'object') {
+    for (const [k, v] of Object.entries(value)) if (!storable(k) || !storable(v)) return false;
+  }
+  return true;
+}
+
+/** A JSON value with every string made storable (the value itself when nothing needs it). */
+export function storableJson<T>(value: T): T {
+  if (storable(value)) return value;
+  if (typeof value === 'string') return storableText(value) as T;
+  if (Array.isArray(value)) return value.map((v: unknown) => storableJson(v)) as T;
+  if (value && typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) out[storableText(k)] = storableJson(v);
+    return out as T;
+  }
+  return value;
+}

@@ -1,0 +1,347 @@
+import { randomBytes } from 'node:crypto';
+import { sql, type Kysely, type Transaction } from 'kysely';
+import { DocketError } from '../core/errors.js';
+import type { AuditEventsTable, DocketDatabase } from '../store/schema.js';
+import { auditRowInserterFor } from './backends/index.js';
+import { GENESIS_HASH, chainHash } from './chain.js';
+import { idAtTime } from './event.js';
+import { isUuid } from '../core/ids.js';
+import type { AuditContent } from './content.js';
+import type { AuditEvent, AuditEventFilter, AuditOutcome, AuditVerifyResult } from './types.js';
+
+type Db = Kysely<DocketDatabase> | Transaction<DocketDatabase>;
+
+/** An event ready to be chained: every column except seq and the hashes (`data` is JSON text). */
+export type PreparedAuditEvent = Omit<AuditEventsTable, 'seq' | 'prev_hash' | 'hash'>;
+
+// Rows per insert statement: bounds one statement's memory (JSON text / arrays).
+const INSERT_CHUNK = 5000;
+
+/**
+ * Appends events to their tenants' hash chains inside `trx` (the caller's transaction, or the
+ * batched writer's). The head upsert takes the tenant's chain row lock (PostgreSQL: ON CONFLICT
+ * DO UPDATE locks the row and returns its latest committed version; SQLite: one writer), so
+ * concurrent appends of a tenant, from any process, serialize and never fork the chain.
+ * Tenants are locked in sorted order so two multi-tenant flushes cannot deadlock.
+ */
+export async function appendAuditEvents(
+  trx: Transaction<DocketDatabase>,
+  events: readonly PreparedAuditEvent[],
+  now: number,
+): Promise<AuditEventsTable[]> {
+  const byTenant = new Map<string, PreparedAuditEvent[]>();
+  for (const e of events) {
+    const list = byTenant.get(e.tenant_id) ?? [];
+    list.push(e);
+    byTenant.set(e.tenant_id, list);
+  }
+  const rows: AuditEventsTable[] = [];
+  const heads: Array<{ tenant: string; seq: number; hash: string }> = [];
+  for (const tenant of [...byTenant.keys()].sort()) {
+    const head = await trx
+      .insertInto('audit_chain')
+      .values({ tenant_id: tenant, seq: 0, hash: GENESIS_HASH, updated_at: now })
+      .onConflict((oc) => oc.column('tenant_id').doUpdateSet({ updated_at: now }))
+      .returning(['seq', 'hash'])
+      .executeTakeFirstOrThrow();
+    let seq = Number(head.seq);
+    let prev = head.hash;
+    for (const e of byTenant.get(tenant) ?? []) {
+      seq += 1;
+      const hashed = { ...e, seq };
+      const hash = chainHash(prev, hashed);
+      rows.push({ ...hashed, prev_hash: prev, hash });
+      prev = hash;
+    }
+    heads.push({ tenant, seq, hash: prev });
+  }
+  const insert = auditRowInserterFor(trx);
+  for (let i = 0; i < rows.length; i += INSERT_CHUNK) {
+    await insert(trx, rows.slice(i, i + INSERT_CHUNK));
+  }
+  for (const h of heads) {
+    await trx
+      .updateTable('audit_chain')
+      .set({ seq: h.seq, hash: h.hash, updated_at: now })
+      .where('tenant_id', '=', h.tenant)
+      .execute();
+  }
+  return rows;
+}
+
+/** Maps a stored row to the public event shape. */
+export function rowToAuditEvent(row: AuditEventsTable): AuditEvent {
+  const data = (typeof row.data === 'string' ? JSON.parse(row.data) : row.data) as AuditContent;
+  return {
+    id: row.id,
+    tenantId: row.tenant_id,
+    seq: Number(row.seq),
+    action: row.action,
+    outcome: row.outcome as AuditOutcome,
+    resource: {
+      type: row.resource_type,
+      id: row.resource_id,
+      ...(row.resource_name !== null ? { name: row.resource_name } : {}),
+    },
+    actor: {
+      type: row.actor_type,
+      id: row.actor_id,
+      ...(row.actor_display !== null ? { display: row.actor_display } : {}),
+    },
+    traceId: row.trace_id,
+    clientIp: row.client_ip,
+    userAgent: row.user_agent,
+    ...(data.diff ? { diff: data.diff } : {}),
+    ...(data.metadata !== undefined ? { metadata: data.metadata } : {}),
+    ...(data.truncated ? { truncated: data.truncated } : {}),
+    createdAt: Number(row.created_at),
+    prevHash: row.prev_hash,
+    hash: row.hash,
+  };
+}
+
+function encodeCursor(id: string): string {
+  return Buffer.from(JSON.stringify({ after: id }), 'utf8').toString('base64url');
+}
+
+function decodeCursor(cursor: string): string {
+  try {
+    const v = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as { after?: unknown };
+    if (typeof v.after === 'string' && isUuid(v.after)) return v.after.toLowerCase();
+  } catch {
+    // not base64url JSON: reported below
+  }
+  throw new DocketError('INVALID_CURSOR', 'the cursor is not valid', { cursor });
+}
+
+/**
+ * One page of a tenant's events, newest first, keyset-paginated on id. Ids carry the event's
+ * time (see auditEventId), so a time range is also an id range and every filter walks one
+ * index ending in id: (tenant_id, id), or the actor, action or resource index.
+ */
+export async function queryAuditEvents(
+  db: Db,
+  tenant: string,
+  f: AuditEventFilter & { limit: number },
+): Promise<{ items: AuditEvent[]; nextCursor: string | null }> {
+  let q = db.selectFrom('audit_events').selectAll().where('tenant_id', '=', tenant);
+  if (f.actorId !== undefined) q = q.where('actor_id', '=', f.actorId);
+  if (f.action !== undefined) q = q.where('action', '=', f.action);
+  if (f.resourceType !== undefined) q = q.where('resource_type', '=', f.resourceType);
+  if (f.resourceId !== undefined) q = q.where('resource_id', '=', f.resourceId);
+  if (f.outcome !== undefined) q = q.where('outcome', '=', f.outcome);
+  if (f.from !== undefined) {
+    q = q.where('id', '>=', idAtTime(f.from)).where('created_at', '>=', f.from);
+  }
+  if (f.to !== undefined) q = q.where('id', '<', idAtTime(f.to)).where('created_at', '<', f.to);
+  if (f.cursor !== undefined) q = q.where('id', '<', decodeCursor(f.cursor));
+  const rows = await q
+    .orderBy('id', 'desc')
+    .limit(f.limit + 1)
+    .execute();
+  const page = rows.slice(0, f.limit).map((r) => rowToAuditEvent(r as AuditEventsTable));
+  const last = page[page.length - 1];
+  return {
+    items: page,
+    nextCursor: rows.length > f.limit && last ? encodeCursor(last.id) : null,
+  };
+}
+
+/** One event of the tenant, or undefined. */
+export async function findAuditEvent(
+  db: Db,
+  tenant: string,
+  id: string,
+): Promise<AuditEvent | undefined> {
+  const row = await db
+    .selectFrom('audit_events')
+    .selectAll()
+    .where('tenant_id', '=', tenant)
+    .where('id', '=', id)
+    .executeTakeFirst();
+  return row ? rowToAuditEvent(row as AuditEventsTable) : undefined;
+}
+
+/** Tenants that have an audit chain. */
+export async function auditTenants(db: Db): Promise<string[]> {
+  const rows = await db
+    .selectFrom('audit_chain')
+    .select('tenant_id')
+    .orderBy('tenant_id')
+    .execute();
+  return rows.map((r) => r.tenant_id);
+}
+
+const VERIFY_PAGE = 1000;
+const HASHED_COLUMNS = [
+  'id',
+  'tenant_id',
+  'seq',
+  'action',
+  'outcome',
+  'resource_type',
+  'resource_id',
+  'resource_name',
+  'actor_type',
+  'actor_id',
+  'actor_display',
+  'trace_id',
+  'client_ip',
+  'user_agent',
+  'created_at',
+  'prev_hash',
+  'hash',
+] as const;
+
+/**
+ * Walks one tenant's chain from its latest retention checkpoint (or the genesis) to its head
+ * and reports the first broken link: a recomputed hash that differs from the stored one, a
+ * prev_hash that is not the previous event's hash, a missing seq, or a head (last seq/hash)
+ * that the events do not reach, which is how a deleted tail shows.
+ */
+export async function verifyAuditChain(
+  db: Db,
+  tenant: string,
+  onEvents: (n: number) => void = () => undefined,
+): Promise<Omit<AuditVerifyResult, 'tenants'>> {
+  for (let attempt = 0; ; attempt++) {
+    const result = await walkChain(db, tenant, onEvents);
+    // A purge that ran between reading the checkpoint and the first page shows as a gap at
+    // the start; read the new checkpoint once more before calling it broken.
+    if (result.broken?.reason === 'sequence_gap' && result.events === 0 && attempt === 0) continue;
+    return result;
+  }
+}
+
+async function walkChain(
+  db: Db,
+  tenant: string,
+  onEvents: (n: number) => void,
+): Promise<Omit<AuditVerifyResult, 'tenants'>> {
+  const cp = await db
+    .selectFrom('audit_checkpoints')
+    .select(['seq', 'hash'])
+    .where('tenant_id', '=', tenant)
+    .orderBy('seq', 'desc')
+    .limit(1)
+    .executeTakeFirst();
+  let expected = Number(cp?.seq ?? 0) + 1;
+  let prev = cp?.hash ?? GENESIS_HASH;
+  let events = 0;
+  const broken = (
+    seq: number,
+    eventId: string | null,
+    reason: NonNullable<AuditVerifyResult['broken']>['reason'],
+    message: string,
+  ) => ({ ok: false, events, broken: { tenantId: tenant, seq, eventId, reason, message } });
+  for (;;) {
+    const rows = (await db
+      .selectFrom('audit_events')
+      .select(HASHED_COLUMNS)
+      // The exact stored JSON text (the pg driver would otherwise parse json columns).
+      .select(sql<string>`cast(data as text)`.as('data'))
+      .where('tenant_id', '=', tenant)
+      .where('seq', '>=', expected)
+      .orderBy('seq')
+      .limit(VERIFY_PAGE)
+      .execute()) as AuditEventsTable[];
+    for (const row of rows) {
+      const seq = Number(row.seq);
+      if (seq !== expected)
+        return broken(expected, null, 'sequence_gap', `event ${expected} is missing`);
+      if (row.prev_hash !== prev)
+        return broken(seq, row.id, 'prev_hash_mismatch', 'prev_hash is not the previous hash');
+      if (chainHash(prev, row) !== row.hash)
+        return broken(seq, row.id, 'hash_mismatch', 'the event was changed after it was written');
+      prev = row.hash;
+      expected += 1;
+      events += 1;
+    }
+    onEvents(rows.length);
+    if (rows.length < VERIFY_PAGE) break;
+  }
+  const head = await db
+    .selectFrom('audit_chain')
+    .select(['seq', 'hash'])
+    .where('tenant_id', '=', tenant)
+    .executeTakeFirst();
+  const headSeq = Number(head?.seq ?? 0);
+  if (headSeq !== expected - 1 || (head?.hash ?? GENESIS_HASH) !== prev) {
+    return broken(
+      headSeq,
+      null,
+      'head_mismatch',
+      `the chain head is at seq ${headSeq} but the events end at ${expected - 1}`,
+    );
+  }
+  return { ok: true, events };
+}
+
+/**
+ * Removes the tenant's oldest events created before `cutoff`, at most `batch`, as a prefix of
+ * the chain (it stops at the first newer event even if older ones follow), and records the
+ * last removed event's seq and hash as a checkpoint in the same transaction. The guard row
+ * is what lets the append-only trigger accept these deletes; it never commits.
+ */
+export async function purgeAuditPrefix(
+  trx: Transaction<DocketDatabase>,
+  p: { tenant: string; cutoff: number; batch: number; now: number },
+): Promise<number> {
+  const txid = randomBytes(12).toString('hex');
+  await trx.insertInto('audit_purge_guard').values({ txid }).execute();
+  try {
+    const rows = await trx
+      .selectFrom('audit_events')
+      .select(['seq', 'hash', 'created_at'])
+      .where('tenant_id', '=', p.tenant)
+      .orderBy('seq')
+      .limit(p.batch)
+      .execute();
+    let last: { seq: number; hash: string } | undefined;
+    let removed = 0;
+    for (const r of rows) {
+      if (Number(r.created_at) >= p.cutoff) break;
+      last = { seq: Number(r.seq), hash: r.hash };
+      removed += 1;
+    }
+    if (!last) return 0;
+    await trx
+      .deleteFrom('audit_events')
+      .where('tenant_id', '=', p.tenant)
+      .where('seq', '<=', last.seq)
+      .execute();
+    await trx
+      .insertInto('audit_checkpoints')
+      .values({ tenant_id: p.tenant, seq: last.seq, hash: last.hash, removed, created_at: p.now })
+      .execute();
+    return removed;
+  } finally {
+    await trx.deleteFrom('audit_purge_guard').where('txid', '=', txid).execute();
+  }
+}
+
+/** The tenant's retention override in days, if one was set. */
+export async function readRetentionDays(db: Db, tenant: string): Promise<number | undefined> {
+  const row = await db
+    .selectFrom('audit_settings')
+    .select('retention_days')
+    .where('tenant_id', '=', tenant)
+    .executeTakeFirst();
+  return row ? Number(row.retention_days) : undefined;
+}
+
+/** Sets the tenant's retention in days. */
+export async function writeRetentionDays(
+  db: Db,
+  tenant: string,
+  days: number,
+  now: number,
+): Promise<void> {
+  await db
+    .insertInto('audit_settings')
+    .values({ tenant_id: tenant, retention_days: days, updated_at: now })
+    .onConflict((oc) =>
+      oc.column('tenant_id').doUpdateSet({ retention_days: days, updated_at: now }),
+    )
+    .execute();
+}
