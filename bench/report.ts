@@ -1,4 +1,5 @@
 // Renders the benchmark results as the Markdown of docs/BENCHMARKS.md.
+import type { AuditBenchResult } from './audit.js';
 import type { ThroughputResult } from './measure.js';
 import { fmtInt, fmtMs, fmtRatio, median, percentile, table } from './stats.js';
 
@@ -21,6 +22,8 @@ export interface Results {
   throughput: Record<string, Record<string, ThroughputResult[]>>;
   /** Latency samples (ms) pooled over runs, by system key. */
   latency: Record<string, number[]>;
+  /** Audit ingest and query results by store (SPEC N-3), when measured. */
+  audit?: Partial<Record<'sqlite' | 'postgres', AuditBenchResult>>;
 }
 
 /** Facts about the host. */
@@ -210,6 +213,74 @@ ${latencyTable}
 ## Ratios and targets (SPEC N-1, N-2)
 
 ${ratios.join('\n')}
+
+${targets.join('\n')}
+${r.audit ? renderAudit(r.audit) : ''}`;
+}
+
+/** Section (d): the audit log's ingest rate and query latency (SPEC N-3). */
+function renderAudit(a: NonNullable<Results['audit']>): string {
+  const stores = (['sqlite', 'postgres'] as const).filter((k) => a[k]);
+  const label = { sqlite: 'SQLite', postgres: 'PostgreSQL' } as const;
+  const first = a[stores[0] ?? 'sqlite'];
+  const kinds = first ? Object.keys(first.queries) : [];
+  const ingest = table(
+    [
+      'Store',
+      'Events',
+      'Ingest, events/s',
+      'Dropped',
+      'Query p50 ms',
+      'Query p95 ms',
+      'Query p99 ms',
+    ],
+    stores.map((k) => {
+      const x = a[k] as AuditBenchResult;
+      const all = Object.values(x.queries).flat();
+      return [
+        label[k],
+        fmtInt(x.events),
+        fmtInt(x.ingestRate),
+        fmtInt(x.dropped),
+        fmtMs(percentile(all, 0.5)),
+        fmtMs(percentile(all, 0.95)),
+        fmtMs(percentile(all, 0.99)),
+      ];
+    }),
+  );
+  const perKind = table(
+    ['Filter', ...stores.map((k) => `${label[k]} p50 / p95 ms`)],
+    kinds.map((kind) => [
+      kind,
+      ...stores.map((k) => {
+        const v = (a[k] as AuditBenchResult).queries[kind] ?? [];
+        return `${fmtMs(percentile(v, 0.5))} / ${fmtMs(percentile(v, 0.95))}`;
+      }),
+    ]),
+  );
+  const targets = stores.map((k) => {
+    const x = a[k] as AuditBenchResult;
+    const p95 = percentile(Object.values(x.queries).flat(), 0.95);
+    return (
+      `- N-3, ${label[k]}: ingest ${fmtInt(x.ingestRate)} events/s — ` +
+      `${x.ingestRate >= 20_000 ? '**met**' : '**not met**'} (≥ 20,000); query p95 ${fmtMs(p95)} ms — ` +
+      `${p95 < 50 ? '**met**' : '**not met**'} (< 50 ms).`
+    );
+  });
+  return `
+## (d) Audit log: batched ingest and filtered queries (SPEC N-3)
+
+One Docket instance records events one \`audit.record()\` call at a time into one tenant
+(1,000 actors, 10,000 resources, five actions, 5 % failures, a before/after diff on every
+fourth event, spread over 90 days of event time), through the batched writer; the producer
+waits for buffer room instead of dropping (\`audit.maxBlockMs\` raised), so the rate is the
+writer's, measured until \`flush()\` returned with everything committed. Then queries of each
+kind below run through \`audit.list()\` (page of 50; every other query also fetches the
+second page through its cursor) over all the events of that tenant.
+
+${ingest}
+
+${perKind}
 
 ${targets.join('\n')}
 `;

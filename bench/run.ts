@@ -4,10 +4,11 @@
 //
 // Environment: BENCH_RUNS (default 3), BENCH_QUICK=1 (small sizes, for a smoke run),
 // BENCH_PG_URL (default postgres://postgres@127.0.0.1:5432/postgres), BENCH_ONLY (comma list of
-// system keys: sqlite,docket,graphile,pgboss), BENCH_JSON (also write the raw results there;
+// system keys: sqlite,docket,graphile,pgboss,audit), BENCH_AUDIT_EVENTS (default 1,000,000), BENCH_JSON (also write the raw results there;
 // `tsx bench/run.ts --render FILE [--write]` re-renders them), BENCH_AUTOEXPLAIN_MS.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
+import { measureAudit } from './audit.js';
 import { serverVersion } from './db.js';
 import { measureEnqueue, measureLatency, measureThroughput } from './measure.js';
 import { renderReport, type Machine, type Results } from './report.js';
@@ -24,6 +25,8 @@ import { createPgBossSystem } from './systems/pg-boss.js';
 
 const quick = process.env.BENCH_QUICK === '1';
 const RUNS = Number(process.env.BENCH_RUNS ?? (quick ? 1 : 3));
+const AUDIT_EVENTS = Number(process.env.BENCH_AUDIT_EVENTS ?? (quick ? 20_000 : 1_000_000));
+const AUDIT_QUERIES = quick ? 70 : 700;
 const SIZES = {
   single: quick ? 200 : 2_000,
   batchTotal: quick ? 2_000 : 20_000,
@@ -172,6 +175,13 @@ async function main(): Promise<void> {
         progress(`run ${run + 1}/${RUNS} latency: ${e.system.name}`);
         const r = await measureLatency(e.system, SIZES.latency, SIZES.latencyGapMs);
         (results.latency[e.key] ??= []).push(...r);
+      }
+    }
+    if (want('audit')) {
+      results.audit = {};
+      for (const store of ['sqlite', 'postgres'] as const) {
+        progress(`audit: ${store}, ${AUDIT_EVENTS.toLocaleString('en-US')} events`);
+        results.audit[store] = await measureAudit(store, AUDIT_EVENTS, AUDIT_QUERIES);
       }
     }
     const machine = await machineFacts(loadAtStart);

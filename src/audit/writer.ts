@@ -105,7 +105,7 @@ export class AuditWriter implements Service {
   private kick(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
-    this.flushing ??= this.drain().finally(() => {
+    this.flushing ??= this.drain(true).finally(() => {
       this.flushing = undefined;
       // Events that arrived during a failed flush need the next attempt scheduled.
       if (this.buffer.length > 0 && !this.timer) {
@@ -137,8 +137,18 @@ export class AuditWriter implements Service {
     await this.flushing;
   }
 
-  private async drain(): Promise<void> {
-    while (this.buffer.length > 0) {
+  /**
+   * Writes one batch of whatever is buffered, then keeps going while at least a tenth of a
+   * batch arrived during the previous write (so an asynchronous store is kept busy with
+   * batches that grow with the load). Fewer wait for the interval or for a full batch: writing
+   * them at once made batches tiny on SQLite, whose writes block the producer (measured:
+   * 10-event flushes and 2.6k events/s, against 7.4k with this rule).
+   */
+  private async drain(first: boolean): Promise<void> {
+    const worthIt = Math.max(1, Math.floor(this.options.batchSize / 10));
+    let force = first;
+    while (this.buffer.length >= worthIt || (force && this.buffer.length > 0)) {
+      force = false;
       const batch = this.buffer.slice(0, this.options.batchSize);
       try {
         await this.write(batch);
