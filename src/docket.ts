@@ -478,7 +478,8 @@ export function createDocket<
     },
     audit: {
       async record(...args: unknown[]) {
-        const service = await audit();
+        // The hot path of the batched writer: no extra await once the service exists.
+        const service = auditService ?? (await audit());
         if (typeof args[0] === 'string') {
           const [action, resource, o] = args as [string, AuditResource, AuditRecordOptions?];
           return service.record(action, resource, o);

@@ -29,16 +29,19 @@ export interface AuditContent {
 
 /** What an application passes to `audit.record(...)`, before any cleaning. */
 export interface AuditContentInput {
+  /** The resource before the action; default none (a creation). */
   before?: unknown;
+  /** The resource after the action; default none (a deletion). */
   after?: unknown;
+  /** Free-form context; default none. */
   metadata?: unknown;
-  /** The resource type's secret field names, on top of DEFAULT_SECRET_FIELDS. */
+  /** The resource type's secret field names, on top of DEFAULT_SECRET_FIELDS; default none. */
   secretFields?: readonly string[];
 }
 
 /** Limits of the stored content. */
 export interface AuditContentOptions {
-  /** Upper bound of `JSON.stringify(content)` in UTF-8 bytes; at least MIN_CONTENT_BYTES. */
+  /** Most UTF-8 bytes `JSON.stringify(content)` may take, >= MIN_CONTENT_BYTES; required. */
   maxBytes: number;
 }
 
@@ -61,11 +64,7 @@ const PLACEHOLDERS: ReadonlySet<JsonValue> = new Set([
 // `{"path":"","op":"added"}` plus a comma: no entry is smaller, so no more than this can fit.
 const MIN_ENTRY_BYTES = 25;
 
-/**
- * Builds the stored content: a diff of `before`/`after`, redacted metadata, all within
- * `maxBytes`. Never throws on odd input (cycles, BigInt, throwing getters); what had to be
- * replaced or cut is listed in `truncated`.
- */
+/** Diff plus redacted metadata within `maxBytes`; odd input never throws, cuts are listed. */
 export function buildAuditContent(
   input: AuditContentInput,
   options: AuditContentOptions,
@@ -344,16 +343,17 @@ function fitContent(draft: Draft, maxBytes: number): AuditContent {
   const { slots, store } = slotsOf(draft);
   const entries = draft.diff?.entries.length ?? 0;
   const whole = assemble(draft, entries, [], Infinity);
+  // Counting stops past maxBytes: a 10 MB value is only walked once, by SizedSlots.
   const sizes = measure(
     draft,
-    slots.map((slot) => jsonBytes(slot.value)),
+    slots.map((slot) => jsonBytes(slot.value, maxBytes)),
   );
   if (contentBytes(sizes, entries, whole.truncated) <= maxBytes) return whole;
   // Room kept for the truncated list, so the cuts it reports cannot push the event over.
   const listBytes = Math.min(4096, Math.max(64, Math.floor(maxBytes / 8)));
   const budget = maxBytes - listBytes - memberBytes('truncated', 0) - 1;
   const sized = new SizedSlots(slots);
-  sized.shrink(contentBytes(sizes, entries) - budget, maxBytes);
+  sized.shrink(contentBytes(measure(draft, sized.bytes()), entries) - budget, maxBytes);
   const shrunk = sized.result();
   shrunk.values.forEach((value, i) => store[i]!(value));
   const shrunkSizes = measure(draft, shrunk.bytes);

@@ -30,7 +30,9 @@ export interface DiffOptions {
 
 /** The kept entries and how many there were in all. */
 export interface DiffResult {
+  /** The first `limit` entries, in order. */
   entries: AuditDiffEntry[];
+  /** Every entry counted, kept or not. */
   total: number;
 }
 
@@ -42,8 +44,8 @@ export function isJsonObject(value: JsonValue | undefined): value is JsonObject 
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-/** Deep equality of two JSON values (object key order ignored). */
-export function jsonEqual(a: JsonValue, b: JsonValue): boolean {
+// Deep equality of two JSON values; object key order does not matter.
+function jsonEqual(a: JsonValue, b: JsonValue): boolean {
   if (a === b) return true;
   if (Array.isArray(a)) {
     if (!Array.isArray(b) || a.length !== b.length) return false;
@@ -76,10 +78,7 @@ export function fromPointer(pointer: string): string[] {
     .map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'));
 }
 
-/**
- * Diffs two normalized values; `undefined` means the side is absent (creation or deletion),
- * in which case every leaf of the other side is listed. Entries come depth-first, keys sorted.
- */
+/** Diffs normalized values, depth-first with keys sorted; an absent side lists all leaves. */
 export function diffJson(
   before: JsonValue | undefined,
   after: JsonValue | undefined,

@@ -68,18 +68,22 @@ function integerDigits(value: number): number {
   return digits;
 }
 
-/** Bytes of `JSON.stringify(value)` in UTF-8, counted without serializing. */
-export function jsonBytes(value: JsonValue): number {
+/** Bytes of `JSON.stringify(value)` in UTF-8; stops counting once past `limit`. */
+export function jsonBytes(value: JsonValue, limit = Infinity): number {
   if (typeof value === 'string') return jsonStringBytes(value);
   if (Array.isArray(value)) {
     let size = Math.max(2, value.length + 1);
-    for (const item of value) size += jsonBytes(item);
+    for (let i = 0; i < value.length && size <= limit; i++) {
+      size += jsonBytes(value[i]!, limit - size);
+    }
     return size;
   }
   if (!isJsonObject(value)) return scalarBytes(value);
   const keys = Object.keys(value);
   let size = Math.max(2, keys.length + 1);
-  for (const key of keys) size += jsonStringBytes(key) + 1 + jsonBytes(value[key]!);
+  for (let i = 0; i < keys.length && size <= limit; i++) {
+    size += jsonStringBytes(keys[i]!) + 1 + jsonBytes(value[keys[i]!]!, limit - size);
+  }
   return size;
 }
 
@@ -129,11 +133,9 @@ function waterLevel(descending: readonly number[], excess: number, floor: number
   return floor;
 }
 
-/**
- * The slots' nodes in one preorder index with their serialized sizes, so each cut updates
- * sizes along its ancestors instead of re-serializing; a node's subtree is [i, ends[i]).
- */
+/** Sizes every node once so each cut only updates its ancestors, never re-serializes. */
 export class SizedSlots {
+  // Nodes in preorder: node i's subtree is [i, ends[i]) and its size is sizes[i].
   private readonly values: JsonValue[] = [];
   // Typed arrays grown by doubling: pushing to plain arrays node by node dominated large inputs.
   private kinds = new Uint8Array(64);
@@ -155,10 +157,12 @@ export class SizedSlots {
     this.keep = new Int32Array(this.values.length).fill(-1);
   }
 
-  /**
-   * Saves at least `excess` bytes if it can: longest strings first, then longest arrays, then
-   * whole subtrees; returns the bytes saved. Small slots are left for the caller to drop.
-   */
+  /** Current serialized size of each slot. */
+  bytes(): number[] {
+    return this.roots.map((r) => this.sizes[r]!);
+  }
+
+  /** Saves `excess` bytes if it can (strings, then arrays, then subtrees); returns bytes saved. */
   shrink(excess: number, maxBytes: number): number {
     let saved = this.shortenStrings(excess, stringFloor(maxBytes));
     if (saved < excess) saved += this.trimArrays(excess - saved, arrayFloor(maxBytes));
@@ -170,7 +174,7 @@ export class SizedSlots {
   result(): ShrunkSlots {
     const truncated: string[] = [];
     const values = this.roots.map((r, k) => this.build(r, this.slots[k]!.pointer, [], truncated));
-    return { values, bytes: this.roots.map((r) => this.sizes[r]!), truncated };
+    return { values, bytes: this.bytes(), truncated };
   }
 
   private add(value: JsonValue, parent: number, ordinal: number): number {

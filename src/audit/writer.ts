@@ -84,7 +84,8 @@ export class AuditWriter implements Service {
       }
     }
     this.buffer.push(event);
-    this.deps.metrics.buffered(this.buffer.length);
+    // The gauge is refreshed every 1,024 events and after each flush, not per event.
+    if ((this.buffer.length & 1023) === 0) this.deps.metrics.buffered(this.buffer.length);
     if (this.buffer.length >= this.options.batchSize) this.kick();
     else this.timer ??= setTimeout(() => this.kick(), this.options.flushIntervalMs);
     return 'queued';

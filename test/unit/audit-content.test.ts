@@ -9,10 +9,12 @@ import {
   type AuditDiffEntry,
   type JsonValue,
 } from '../../src/audit/content.js';
-import { cutString, jsonBytes } from '../../src/audit/truncate.js';
+import { cutString, jsonBytes, SizedSlots } from '../../src/audit/truncate.js';
 import { isDocketError } from '../../src/core/errors.js';
 
 const UNLIMITED = { maxBytes: Number.MAX_SAFE_INTEGER };
+// Shrinking inputs of hundreds of KB can take minutes: report the counterexample found by then.
+const SHRINK_LIMIT = { interruptAfterTimeLimit: 20_000 };
 const bytesOf = (content: AuditContent): number =>
   Buffer.byteLength(JSON.stringify(content), 'utf8');
 const diffOf = (before: unknown, after: unknown, secretFields?: string[]): AuditDiffEntry[] =>
@@ -310,6 +312,10 @@ describe('buildAuditContent: secret fields', () => {
     expect(diffOf({ cfg: 'none' }, after)).toEqual([
       { path: '/cfg', op: 'changed', before: 'none', after: { url: 'u', auth: { user: 'me' } } },
       { path: '/cfg/auth/token', op: 'added', secret: true },
+    ]);
+    expect(diffOf({ cfg: { url: 'u', token: 's3' } }, { cfg: 'none' })).toEqual([
+      { path: '/cfg', op: 'changed', before: { url: 'u' }, after: 'none' },
+      { path: '/cfg/token', op: 'removed', secret: true },
     ]);
     expect(diffOf(undefined, { password: 'p', name: 'n' })).toEqual([
       { path: '/name', op: 'added', after: 'n' },
@@ -628,6 +634,27 @@ describe('buildAuditContent: properties', () => {
     );
   });
 
+  it('accounts the size of every shrunk value exactly and reports what it saved', () => {
+    const sizeOf = (v: JsonValue): number => Buffer.byteLength(JSON.stringify(v), 'utf8');
+    const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0);
+    fc.assert(
+      fc.property(
+        fc.array(bulky, { minLength: 1, maxLength: 4 }),
+        fc.integer({ min: 512, max: 65_536 }),
+        fc.double({ min: 0.01, max: 1, noNaN: true }),
+        (values, maxBytes, share) => {
+          const total = sum(values.map(sizeOf));
+          const sized = new SizedSlots(values.map((value, i) => ({ pointer: `/v/${i}`, value })));
+          const saved = sized.shrink(Math.ceil(total * share), maxBytes);
+          const shrunk = sized.result();
+          expect(shrunk.bytes).toEqual(shrunk.values.map(sizeOf));
+          expect(total - sum(shrunk.bytes)).toBe(saved);
+        },
+      ),
+      { numRuns: 200, ...SHRINK_LIMIT },
+    );
+  });
+
   it('keeps content that fits exactly whole, and cuts something when one byte is missing', () => {
     fc.assert(
       fc.property(bulky, bulky, (after, metadata) => {
@@ -639,7 +666,7 @@ describe('buildAuditContent: properties', () => {
         expect(tight.truncated?.length).toBeGreaterThan(0);
         expect(bytesOf(tight)).toBeLessThan(size);
       }),
-      { numRuns: 100 },
+      { numRuns: 100, ...SHRINK_LIMIT },
     );
   });
 
@@ -655,7 +682,7 @@ describe('buildAuditContent: properties', () => {
           expect(bytesOf(content)).toBeLessThanOrEqual(maxBytes);
         },
       ),
-      { numRuns: 200 },
+      { numRuns: 200, ...SHRINK_LIMIT },
     );
   });
 
@@ -672,7 +699,7 @@ describe('buildAuditContent: properties', () => {
           expectTruncatedOnlyWhereListed(out, buildAuditContent(input, UNLIMITED));
         },
       ),
-      { numRuns: 200 },
+      { numRuns: 200, ...SHRINK_LIMIT },
     );
   });
 
@@ -710,7 +737,7 @@ describe('buildAuditContent: properties', () => {
           expect(JSON.stringify(buildAuditContent(input, { maxBytes }))).not.toContain('SECRET');
         },
       ),
-      { numRuns: 300 },
+      { numRuns: 300, ...SHRINK_LIMIT },
     );
   });
 
@@ -762,7 +789,7 @@ describe('buildAuditContent: properties', () => {
         expect(viaJson(content)).toEqual(content);
         expect(bytesOf(content)).toBeLessThanOrEqual(max);
       }),
-      { numRuns: 300 },
+      { numRuns: 300, ...SHRINK_LIMIT },
     );
   });
 });
