@@ -303,6 +303,7 @@ export class AuditService {
         if (n < PURGE_BATCH) break;
       }
     }
+    await store.optimize();
     return total;
   }
 }

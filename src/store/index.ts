@@ -41,6 +41,11 @@ export interface StoreBase {
   verify(): Promise<void>;
   /** Quick connectivity probe for /readyz and `docket doctor`. */
   ping(): Promise<void>;
+  /**
+   * Refreshes planner statistics where the database does not do it by itself (SQLite:
+   * `PRAGMA optimize`; PostgreSQL's autovacuum does it). Maintenance jobs call it.
+   */
+  optimize(): Promise<void>;
   /** Closes every connection. */
   close(): Promise<void>;
 }

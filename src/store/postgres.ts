@@ -111,6 +111,9 @@ export async function openPostgresStore(
     async ping() {
       await translate(() => systemPool.query('select 1'));
     },
+    async optimize() {
+      // autovacuum keeps PostgreSQL's statistics.
+    },
     async verify() {
       const res = await translate(() =>
         tenantPool.query(

@@ -146,6 +146,14 @@ export async function openSqliteStore(
     async ping() {
       await db.connection().execute(async () => raw.prepare('select 1').get());
     },
+    async optimize() {
+      // Without statistics SQLite walked the time range instead of the actor index for
+      // "actor + last 7 days" over 1M audit events (p50 44 ms, against ~2 ms with them).
+      assertNotHolding(raw);
+      await translateSqlite(() =>
+        db.connection().execute(async () => raw.pragma('optimize=0x10002')),
+      );
+    },
     async close() {
       if (closed) return;
       closed = true;
