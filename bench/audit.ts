@@ -81,7 +81,7 @@ export async function measureAudit(
     );
     const dropped = [...metrics.matchAll(/ (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0);
 
-    // Statistics as the hourly docket.audit_purge job leaves them on SQLite (PRAGMA optimize)
+    // Statistics as the hourly docket.audit_purge job leaves them on SQLite (ANALYZE audit_events)
     // and as autovacuum would on PostgreSQL (it is off on the benchmark server).
     if (db) await db.exec('analyze audit_events');
     else await docket.audit.purgeOnce();

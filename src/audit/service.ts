@@ -303,7 +303,7 @@ export class AuditService {
         if (n < PURGE_BATCH) break;
       }
     }
-    await store.optimize();
+    await store.analyze(['audit_events']);
     return total;
   }
 }

@@ -6,6 +6,8 @@ import { openPostgresStore } from './postgres.js';
 import { openSqliteStore } from './sqlite.js';
 
 export type { DocketDatabase } from './schema.js';
+/** A table Docket owns. */
+export type DocketTable = keyof import('./schema.js').DocketDatabase;
 export type { PostgresStore } from './postgres.js';
 export type { SqliteStore } from './sqlite.js';
 export { APP_ROLE, SYSTEM_ROLE } from './postgres.js';
@@ -42,10 +44,10 @@ export interface StoreBase {
   /** Quick connectivity probe for /readyz and `docket doctor`. */
   ping(): Promise<void>;
   /**
-   * Refreshes planner statistics where the database does not do it by itself (SQLite:
-   * `PRAGMA optimize`; PostgreSQL's autovacuum does it). Maintenance jobs call it.
+   * Refreshes planner statistics of `tables` where the database does not do it by itself
+   * (SQLite: sampled `ANALYZE`; PostgreSQL's autovacuum does it). Maintenance jobs call it.
    */
-  optimize(): Promise<void>;
+  analyze(tables: readonly DocketTable[]): Promise<void>;
   /** Closes every connection. */
   close(): Promise<void>;
 }

@@ -111,7 +111,7 @@ export async function openPostgresStore(
     async ping() {
       await translate(() => systemPool.query('select 1'));
     },
-    async optimize() {
+    async analyze() {
       // autovacuum keeps PostgreSQL's statistics.
     },
     async verify() {
