@@ -3,7 +3,12 @@ import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createDocket, defineAudit, ManualClock, type Docket } from '../../src/index.js';
-import { BACKENDS, createTestStore, type TestStore } from '../helpers/backends.js';
+import {
+  BACKENDS,
+  createBusinessTable,
+  createTestStore,
+  type TestStore,
+} from '../helpers/backends.js';
 
 type Jobs = Record<string, unknown>;
 let n = 0;
@@ -88,17 +93,7 @@ describe.each(BACKENDS)('audit conformance on %s', (backend) => {
     const d = make();
     const tenant = unique('t');
     const table = unique('invoices');
-    if (ts.url) {
-      const c = new pg.Client({ connectionString: ts.url });
-      await c.connect();
-      await c.query(`create table ${table} (id text primary key, tenant_id text not null)`);
-      await c.query(`grant select, insert on ${table} to docket_app`);
-      await c.end();
-    } else {
-      await sql`create table ${sql.table(table)} (id text primary key, tenant_id text not null)`.execute(
-        await d.internals.systemDb(),
-      );
-    }
+    await createBusinessTable(ts, d, table);
     await d.withTransaction(tenant, async (tx) => {
       await sql`insert into ${sql.table(table)} values ('inv-1', ${tenant})`.execute(tx);
       await d.audit.record(

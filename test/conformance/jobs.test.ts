@@ -11,7 +11,13 @@ import {
   type Docket,
   type JobContext,
 } from '../../src/index.js';
-import { BACKENDS, createTestStore, waitFor, type TestStore } from '../helpers/backends.js';
+import {
+  BACKENDS,
+  createBusinessTable,
+  createTestStore,
+  waitFor,
+  type TestStore,
+} from '../helpers/backends.js';
 
 type Jobs = Record<string, unknown>;
 let seq = 0;
@@ -827,18 +833,4 @@ async function auditActions(d: Docket<Jobs>, jobId: string): Promise<string[]> {
     .orderBy('seq')
     .execute();
   return rows.map((r) => r.action);
-}
-
-async function createBusinessTable(ts: TestStore, d: Docket<Jobs>, table: string): Promise<void> {
-  if (ts.url) {
-    const c = new pg.Client({ connectionString: ts.url });
-    await c.connect();
-    await c.query(`create table ${table} (id text primary key, tenant_id text not null)`);
-    await c.query(`grant select, insert on ${table} to docket_app, docket_system`);
-    await c.end();
-  } else {
-    await sql`create table ${sql.table(table)} (id text primary key, tenant_id text not null)`.execute(
-      await d.internals.systemDb(),
-    );
-  }
 }

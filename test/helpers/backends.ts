@@ -2,7 +2,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { sql, type Kysely } from 'kysely';
 import pg from 'pg';
+import type { DocketDatabase } from '../../src/store/index.js';
 import type { DocketOptions } from '../../src/config/index.js';
 
 /** Backends every conformance suite runs against. */
@@ -94,5 +96,27 @@ export async function waitFor<T>(
       );
     }
     await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/**
+ * Creates an application table `(id, tenant_id)` of the test's own in the store, usable inside
+ * withTransaction (granted to Docket's roles on PostgreSQL).
+ */
+export async function createBusinessTable(
+  ts: TestStore,
+  docket: { internals: { systemDb(): Promise<Kysely<DocketDatabase>> } },
+  table: string,
+): Promise<void> {
+  if (ts.url) {
+    const c = new pg.Client({ connectionString: ts.url });
+    await c.connect();
+    await c.query(`create table ${table} (id text primary key, tenant_id text not null)`);
+    await c.query(`grant select, insert on ${table} to docket_app, docket_system`);
+    await c.end();
+  } else {
+    await sql`create table ${sql.table(table)} (id text primary key, tenant_id text not null)`.execute(
+      await docket.internals.systemDb(),
+    );
   }
 }
