@@ -35,6 +35,11 @@ export function requireTenant(explicit?: string): string {
 
 const TENANT_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
+/** True when `tenant` is a well-formed tenant id (see assertTenantId). */
+export function isTenantId(tenant: string): boolean {
+  return TENANT_ID.test(tenant);
+}
+
 /** Validates a tenant id: 1–64 chars of letters, digits, `_`, `.`, `-`. */
 export function assertTenantId(tenant: string): void {
   if (!TENANT_ID.test(tenant)) {

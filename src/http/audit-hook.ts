@@ -1,7 +1,8 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { AuditOutcome, AuditPrincipal, ClientIpResolver } from '../audit/index.js';
 import { principalFromActor } from '../audit/index.js';
-import type { Docket } from '../docket.js';
+import { SYSTEM_TENANT, type Docket } from '../docket.js';
+import { isTenantId } from '../core/context.js';
 import type { Logger } from '../core/logger.js';
 
 const MUTATING = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
@@ -16,8 +17,6 @@ const RESOURCE_OF_SEGMENT: Record<string, string> = {
   audit: 'audit_event',
 };
 const ID_PARAMS = ['id', 'jobId', 'keyId', 'tenantId'];
-const SYSTEM_TENANT = 'system';
-const TENANT_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -84,7 +83,7 @@ export function auditHooks(docket: Docket, clientIp: ClientIpResolver, logger: L
           ? { type: 'operator', id: 'operator' }
           : { type: 'anonymous', id: 'anonymous' };
       const target = typeof params.tenantId === 'string' ? params.tenantId : '';
-      const tenant = req.principal?.tenant ?? (TENANT_ID.test(target) ? target : SYSTEM_TENANT);
+      const tenant = req.principal?.tenant ?? (isTenantId(target) ? target : SYSTEM_TENANT);
       const userAgent = req.headers['user-agent'];
       try {
         await docket.audit.record(`http.${req.method.toLowerCase()}`, resourceOf(req), {

@@ -4,7 +4,8 @@ import { JOB_STATUSES } from '../jobs/index.js';
 // JSON schemas shared by the routes. They validate requests and, through @fastify/swagger, are
 // the OpenAPI document: one source for both (SPEC H-1).
 
-const isoTime = { type: 'string', format: 'date-time' } as const;
+/** An ISO 8601 date-time string. */
+export const isoTime = { type: 'string', format: 'date-time' } as const;
 const isoTimeOrNull = { type: ['string', 'null'], format: 'date-time' } as const;
 const anyJson = {} as const;
 

@@ -7,6 +7,7 @@ import {
   BACKENDS,
   createBusinessTable,
   createTestStore,
+  runBehindTriggers,
   type TestStore,
 } from '../helpers/backends.js';
 
@@ -47,35 +48,6 @@ describe.each(BACKENDS)('audit conformance on %s', (backend) => {
       return;
     }
     await sql.raw(statement).execute(await make().internals.systemDb());
-  }
-
-  /** Runs raw SQL as the database owner, with triggers off (to simulate tampering). */
-  async function tamper(statement: string): Promise<void> {
-    if (ts.url) {
-      const c = new pg.Client({ connectionString: ts.url });
-      await c.connect();
-      try {
-        await c.query('begin');
-        await c.query('set local session_replication_role = replica');
-        await c.query(statement);
-        await c.query('commit');
-      } finally {
-        await c.end();
-      }
-      return;
-    }
-    const d = make();
-    const db = await d.internals.systemDb();
-    const triggers = await sql<{ name: string; sql: string }>`
-      select name, sql from sqlite_master where type = 'trigger' and tbl_name = 'audit_events'`.execute(
-      db,
-    );
-    for (const t of triggers.rows) await sql.raw(`drop trigger ${t.name}`).execute(db);
-    try {
-      await sql.raw(statement).execute(db);
-    } finally {
-      for (const t of triggers.rows) await sql.raw(t.sql).execute(db);
-    }
   }
 
   beforeAll(async () => {
@@ -298,7 +270,9 @@ describe.each(BACKENDS)('audit conformance on %s', (backend) => {
     }
     await d.audit.flush();
     expect(await d.audit.verify({ tenant })).toMatchObject({ ok: true, events: 5, tenants: 1 });
-    await tamper(
+    await runBehindTriggers(
+      ts,
+      make(),
       `update audit_events set resource_id = 'forged' where tenant_id = '${tenant}' and seq = 3`,
     );
     expect(await d.audit.verify({ tenant })).toMatchObject({
@@ -312,7 +286,11 @@ describe.each(BACKENDS)('audit conformance on %s', (backend) => {
     for (let i = 0; i < 4; i++)
       await d.audit.record('doc.edit', { type: 'doc', id: 'x' }, { tenant: t2 });
     await d.audit.flush();
-    await tamper(`delete from audit_events where tenant_id = '${t2}' and seq = 4`);
+    await runBehindTriggers(
+      ts,
+      make(),
+      `delete from audit_events where tenant_id = '${t2}' and seq = 4`,
+    );
     expect(await d.audit.verify({ tenant: t2 })).toMatchObject({
       ok: false,
       broken: { reason: 'head_mismatch' },

@@ -120,3 +120,38 @@ export async function createBusinessTable(
     );
   }
 }
+
+/**
+ * Runs raw SQL as the database owner with the audit_events triggers out of the way, as someone
+ * with direct database access could (to prove that `audit verify` catches tampering).
+ */
+export async function runBehindTriggers(
+  ts: TestStore,
+  docket: { internals: { systemDb(): Promise<Kysely<DocketDatabase>> } },
+  statement: string,
+): Promise<void> {
+  if (ts.url) {
+    const c = new pg.Client({ connectionString: ts.url });
+    await c.connect();
+    try {
+      await c.query('begin');
+      await c.query('set local session_replication_role = replica');
+      await c.query(statement);
+      await c.query('commit');
+    } finally {
+      await c.end();
+    }
+    return;
+  }
+  const db = await docket.internals.systemDb();
+  const triggers = await sql<{ name: string; sql: string }>`
+    select name, sql from sqlite_master where type = 'trigger' and tbl_name = 'audit_events'`.execute(
+    db,
+  );
+  for (const t of triggers.rows) await sql.raw(`drop trigger ${t.name}`).execute(db);
+  try {
+    await sql.raw(statement).execute(db);
+  } finally {
+    for (const t of triggers.rows) await sql.raw(t.sql).execute(db);
+  }
+}

@@ -2,12 +2,15 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { sql } from 'kysely';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDocket, type Docket } from '../../src/docket.js';
 import { verifyApiKey } from '../../src/http/index.js';
-import { BACKENDS, createTestStore, type TestStore } from '../helpers/backends.js';
+import {
+  BACKENDS,
+  createTestStore,
+  runBehindTriggers,
+  type TestStore,
+} from '../helpers/backends.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -127,7 +130,11 @@ for (const backend of BACKENDS) {
       const listed = await cli('audit', 'list', '--tenant', 'acme', '--action', 'doc.edit');
       expect(listed.stdout.match(/doc\.edit/g)).toHaveLength(3);
       // Tamper behind the append-only trigger, as someone with the owner's access could.
-      await tamperWithSecondEvent(ts, docket, 'acme');
+      await runBehindTriggers(
+        ts,
+        docket,
+        `update audit_events set action = 'doc.view' where tenant_id = 'acme' and seq = 2`,
+      );
       const broken = await cli('audit', 'verify', '--json');
       expect(broken.code).toBe(1);
       expect(JSON.parse(broken.stdout)).toMatchObject({
@@ -136,21 +143,4 @@ for (const backend of BACKENDS) {
       });
     });
   });
-}
-
-async function tamperWithSecondEvent(ts: TestStore, docket: Docket, tenant: string): Promise<void> {
-  const statement = `update audit_events set action = 'doc.view' where tenant_id = '${tenant}' and seq = 2`;
-  if (ts.url) {
-    const c = new pg.Client({ connectionString: ts.url });
-    await c.connect();
-    await c.query('begin');
-    await c.query('set local session_replication_role = replica');
-    await c.query(statement);
-    await c.query('commit');
-    await c.end();
-    return;
-  }
-  const db = await docket.internals.systemDb();
-  await sql.raw('drop trigger audit_events_no_update').execute(db);
-  await sql.raw(statement).execute(db);
 }

@@ -8,9 +8,8 @@ import type {
 import { principalFromActor } from '../../audit/index.js';
 import type { Docket } from '../../docket.js';
 import { principalOf } from '../auth.js';
-import { errorResponses, pageQuerySchema } from '../schemas.js';
+import { errorResponses, isoTime, pageQuerySchema } from '../schemas.js';
 
-const isoTime = { type: 'string', format: 'date-time' } as const;
 const name = { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$' } as const;
 const text = { type: 'string', minLength: 1, maxLength: 256 } as const;
 const outcome = { type: 'string', enum: ['success', 'failure', 'denied'] } as const;
