@@ -27,18 +27,25 @@ export interface JobClaimBatchParams {
   tenant?: string;
 }
 
-/** One job's completion. */
-export interface JobCompletion {
+/**
+ * A job by its key. On PostgreSQL the primary key is `(tenant_id, id)` (one index serves both
+ * lookups and a tenant's newest-first listing), so the engine's writes name the tenant too.
+ */
+export interface JobRef {
   /** Job id. */
   id: string;
+  /** The job's tenant. */
+  tenantId: string;
+}
+
+/** One job's completion. */
+export interface JobCompletion extends JobRef {
   /** JSON-encoded result, or null. */
   resultJson: string | null;
 }
 
 /** A failed attempt to record. */
-export interface JobFailureParams {
-  /** Job id. */
-  id: string;
+export interface JobFailureParams extends JobRef {
   /** Worker that held the lease. */
   workerId: string;
   /** The error. */
@@ -95,12 +102,13 @@ export interface JobBackend {
   /** Step 2: writes the DLQ item and audit row and moves `dlq_pending → dlq_recorded`, atomically. */
   jobDeadLetterRecord(p: {
     id: string;
+    tenantId: string;
     now: number;
     dlqItemId: string;
     audit: AuditEntry;
   }): Promise<boolean>;
   /** Step 3: `dlq_recorded → failed`. */
-  jobDeadLetterFinish(p: { id: string; now: number }): Promise<boolean>;
+  jobDeadLetterFinish(p: { id: string; tenantId: string; now: number }): Promise<boolean>;
   /** Jobs stuck between DLQ steps (after a crash). */
   jobDeadLetterStuck(p: {
     limit: number;
@@ -108,12 +116,12 @@ export interface JobBackend {
   /** Extends leases of jobs still held by `workerId`; returns the ids still held. */
   jobHeartbeat(p: {
     workerId: string;
-    ids: string[];
+    jobs: JobRef[];
     leaseUntil: number;
     now: number;
   }): Promise<string[]>;
   /** Returns unstarted or abandoned jobs to `pending` without counting an attempt. */
-  jobRelease(p: { workerId: string; ids: string[]; now: number }): Promise<string[]>;
+  jobRelease(p: { workerId: string; jobs: JobRef[]; now: number }): Promise<string[]>;
   /** Expired leases: requeues those with attempts left, begins DLQ for the rest. */
   jobReapExpired(p: {
     now: number;

@@ -22,28 +22,29 @@ export interface DeadLetterDeps {
  */
 export async function moveToDeadLetter(
   deps: DeadLetterDeps,
-  p: { id: string; workerId: string; error: JobError },
+  p: { id: string; tenantId: string; workerId: string; error: JobError },
 ): Promise<boolean> {
   const begun = await deps.backend.jobDeadLetterBegin({ ...p, now: deps.clock.now() });
   if (!begun) return false;
   await deps.failpoint?.('dlq.afterBegin');
-  await resumeDeadLetter(deps, { id: p.id, status: 'dlq_pending' });
+  await resumeDeadLetter(deps, { id: p.id, tenantId: p.tenantId, status: 'dlq_pending' });
   return true;
 }
 
 /** Finishes the DLQ sequence from whichever step a job was left at. */
 export async function resumeDeadLetter(
   deps: DeadLetterDeps,
-  p: { id: string; status: string },
+  p: { id: string; tenantId: string; status: string },
 ): Promise<void> {
   if (p.status === 'dlq_pending') {
     const now = deps.clock.now();
     await deps.backend.jobDeadLetterRecord({
       id: p.id,
+      tenantId: p.tenantId,
       now,
       dlqItemId: deps.ids.next(),
       audit: {
-        tenantId: '', // filled from the job row by the backend
+        tenantId: p.tenantId,
         action: 'job.dead_lettered',
         resourceType: 'job',
         resourceId: p.id,
@@ -55,5 +56,9 @@ export async function resumeDeadLetter(
     });
     await deps.failpoint?.('dlq.afterRecord');
   }
-  await deps.backend.jobDeadLetterFinish({ id: p.id, now: deps.clock.now() });
+  await deps.backend.jobDeadLetterFinish({
+    id: p.id,
+    tenantId: p.tenantId,
+    now: deps.clock.now(),
+  });
 }

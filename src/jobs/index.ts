@@ -5,6 +5,7 @@ export type {
   JobBackendCapabilities,
   JobClaimBatchParams,
   JobCompletion,
+  JobRef,
   JobFailureParams,
 } from './backend.js';
 export { jobBackendFor } from './backends/index.js';

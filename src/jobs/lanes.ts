@@ -180,7 +180,7 @@ async function runOne(
     () => {
       const now = deps.clock.now();
       deps.backend
-        .jobHeartbeat({ workerId, ids: [job.id], leaseUntil: now + leaseMs, now })
+        .jobHeartbeat({ workerId, jobs: [job], leaseUntil: now + leaseMs, now })
         .then((held) => {
           if (!held.includes(job.id)) attempt.abort(leaseLostError());
         })
@@ -198,7 +198,7 @@ async function runOne(
     const resultJson = encodeResult(deps, job, outcome.result);
     const done = await deps.backend.jobCompleteMany({
       workerId,
-      items: [{ id: job.id, resultJson }],
+      items: [{ id: job.id, tenantId: job.tenantId, resultJson }],
       now: deps.clock.now(),
     });
     if (done.length === 1) result.succeeded++;

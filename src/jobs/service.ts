@@ -216,7 +216,7 @@ export class JobsService {
       queue,
       type,
       payloadJson,
-      payloadHash: hashCanonicalJson(payloadJson),
+      payloadHash: key === null ? null : hashCanonicalJson(payloadJson),
       priority,
       availableAt,
       maxAttempts,

@@ -79,7 +79,8 @@ export interface NewJob {
   queue: string;
   type: string;
   payloadJson: string;
-  payloadHash: string;
+  /** SHA-256 of the canonical payload, kept only with an idempotency key (it detects conflicts). */
+  payloadHash: string | null;
   priority: number;
   availableAt: number;
   maxAttempts: number;

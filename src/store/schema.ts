@@ -27,7 +27,8 @@ export interface JobsTable {
   queue: string;
   type: string;
   payload: string;
-  payload_hash: string;
+  /** Null on PostgreSQL (and '' on SQLite) for a job without an idempotency key. */
+  payload_hash: string | null;
   priority: number;
   status: string;
   available_at: number;

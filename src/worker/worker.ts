@@ -86,8 +86,8 @@ export class JobWorker implements Worker {
   private readonly types: string[];
   private readonly buffer: Job[] = [];
   private readonly slots = new Map<string, Slot>();
-  /** Ids whose completion is queued or being written; their leases must still be heartbeated. */
-  private readonly completing = new Set<string>();
+  /** Jobs whose completion is queued or being written; their leases must still be heartbeated. */
+  private readonly completing = new Map<string, Job>();
   private completionQueue: JobCompletion[] = [];
   private flushing: Promise<void> | undefined;
   private state: 'idle' | 'running' | 'stopping' | 'stopped' = 'idle';
@@ -250,11 +250,11 @@ export class JobWorker implements Worker {
     this.slots.delete(job.id);
     if (outcome.kind === 'succeeded') {
       const resultJson = encodeResult(this.deps, job, outcome.result);
-      this.completing.add(job.id);
-      this.completionQueue.push({ id: job.id, resultJson });
+      this.completing.set(job.id, job);
+      this.completionQueue.push({ id: job.id, tenantId: job.tenantId, resultJson });
       this.flushing ??= this.flushCompletions();
     } else if (outcome.kind === 'failed') {
-      this.completing.add(job.id);
+      this.completing.set(job.id, job);
       const p = recordFailure(this.deps, job, this.id, outcome.error)
         .then((r) => {
           if (r === 'lost')
@@ -321,14 +321,18 @@ export class JobWorker implements Worker {
   }
 
   private async heartbeat(): Promise<void> {
-    const ids = [...this.slots.keys(), ...this.buffer.map((j) => j.id), ...this.completing];
-    if (ids.length === 0) return;
+    const jobs = [
+      ...[...this.slots.values()].map((s) => s.job),
+      ...this.buffer,
+      ...this.completing.values(),
+    ];
+    if (jobs.length === 0) return;
     const now = this.deps.clock.now();
     try {
       const held = new Set(
         await this.deps.backend.jobHeartbeat({
           workerId: this.id,
-          ids,
+          jobs,
           leaseUntil: now + this.leaseMs,
           now,
         }),
@@ -366,12 +370,12 @@ export class JobWorker implements Worker {
     this.wake?.();
     try {
       await this.loopDone;
-      const unstarted = this.buffer.splice(0).map((j) => j.id);
+      const unstarted = this.buffer.splice(0);
       // Never started: hand them back without counting an attempt.
       if (unstarted.length) {
         await this.deps.backend.jobRelease({
           workerId: this.id,
-          ids: unstarted,
+          jobs: unstarted,
           now: this.deps.clock.now(),
         });
       }

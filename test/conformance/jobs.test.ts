@@ -219,13 +219,14 @@ describe.each(BACKENDS)('job conformance on %s', (backend) => {
     expect(
       await be.jobCompleteMany({
         workerId: 'A',
-        items: [{ id: job.id, resultJson: '"a"' }],
+        items: [{ id: job.id, tenantId: tenant, resultJson: '"a"' }],
         now: clock.now(),
       }),
     ).toEqual([]);
     expect(
       await be.jobRetry({
         id: job.id,
+        tenantId: tenant,
         workerId: 'A',
         now: clock.now(),
         availableAt: clock.now(),
@@ -235,7 +236,7 @@ describe.each(BACKENDS)('job conformance on %s', (backend) => {
     expect(
       await be.jobCompleteMany({
         workerId: 'B',
-        items: [{ id: job.id, resultJson: '"b"' }],
+        items: [{ id: job.id, tenantId: tenant, resultJson: '"b"' }],
         now: clock.now(),
       }),
     ).toEqual([job.id]);
@@ -406,7 +407,7 @@ describe.each(BACKENDS)('job conformance on %s', (backend) => {
     });
     await be.jobCompleteMany({
       workerId: 'w',
-      items: [{ id: done.id, resultJson: null }],
+      items: [{ id: done.id, tenantId: tenant, resultJson: null }],
       now: Date.now(),
     });
     await expect(d.jobs.cancel(done.id, { tenant })).rejects.toMatchObject({

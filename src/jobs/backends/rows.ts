@@ -53,6 +53,55 @@ export function rowToJob(r: JobRow): Job {
   };
 }
 
+/** The columns a claim returns (see CLAIMED in the backends): what it set is known already. */
+export type ClaimedJobRow = Pick<
+  JobRow,
+  | 'id'
+  | 'tenant_id'
+  | 'queue'
+  | 'type'
+  | 'payload'
+  | 'priority'
+  | 'available_at'
+  | 'attempts'
+  | 'max_attempts'
+  | 'last_error'
+  | 'idempotency_key'
+  | 'trace_id'
+  | 'timeout_ms'
+  | 'created_at'
+>;
+
+/** Decodes a row returned by a claim made by `workerId` at `now`. */
+export function claimedRowToJob(
+  r: ClaimedJobRow,
+  claim: { workerId: string; now: number; leaseUntil: number },
+): Job {
+  return {
+    id: r.id,
+    tenantId: r.tenant_id,
+    queue: r.queue,
+    type: r.type,
+    payload: JSON.parse(r.payload) as unknown,
+    priority: r.priority,
+    status: 'processing',
+    availableAt: r.available_at,
+    attempts: r.attempts,
+    maxAttempts: r.max_attempts,
+    lastError: r.last_error === null ? null : (JSON.parse(r.last_error) as JobError),
+    lockedBy: claim.workerId,
+    lockedAt: claim.now,
+    leaseUntil: claim.leaseUntil,
+    idempotencyKey: r.idempotency_key,
+    traceId: r.trace_id,
+    result: null,
+    timeoutMs: r.timeout_ms,
+    createdAt: r.created_at,
+    updatedAt: claim.now,
+    finishedAt: null,
+  };
+}
+
 /** A dlq_items row. */
 export interface DlqRow {
   id: string;

@@ -124,7 +124,9 @@ export abstract class SqlJobBackendBase {
           queue: j.queue,
           type: j.type,
           payload: j.payloadJson,
-          payload_hash: j.payloadHash,
+          // SQLite's column is NOT NULL (migration 001; SQLite cannot relax it in place): ''
+          // stands for "no hash" there. PostgreSQL inserts through its own insertJobRows.
+          payload_hash: j.payloadHash ?? '',
           priority: j.priority,
           status: 'pending',
           available_at: j.availableAt,
@@ -291,6 +293,7 @@ export abstract class SqlJobBackendBase {
   /** DLQ step 2: item + audit + `dlq_pending → dlq_recorded`, all or nothing. */
   async jobDeadLetterRecord(p: {
     id: string;
+    tenantId: string;
     now: number;
     dlqItemId: string;
     audit: AuditEntry;
@@ -299,6 +302,7 @@ export abstract class SqlJobBackendBase {
       const job = await trx
         .updateTable('jobs')
         .set({ status: 'dlq_recorded', updated_at: p.now })
+        .where('tenant_id', '=', p.tenantId)
         .where('id', '=', p.id)
         .where('status', '=', 'dlq_pending')
         .returningAll()
@@ -344,10 +348,11 @@ export abstract class SqlJobBackendBase {
   }
 
   /** DLQ step 3: `dlq_recorded → failed`. */
-  async jobDeadLetterFinish(p: { id: string; now: number }): Promise<boolean> {
+  async jobDeadLetterFinish(p: { id: string; tenantId: string; now: number }): Promise<boolean> {
     const res = await this.store.systemDb
       .updateTable('jobs')
       .set({ status: 'failed', finished_at: p.now, updated_at: p.now })
+      .where('tenant_id', '=', p.tenantId)
       .where('id', '=', p.id)
       .where('status', '=', 'dlq_recorded')
       .executeTakeFirst();
@@ -376,7 +381,7 @@ export abstract class SqlJobBackendBase {
     const db = this.store.systemDb;
     const ids = await db
       .selectFrom('jobs')
-      .select('id')
+      .select(['tenant_id', 'id'])
       .where((eb) =>
         eb.or([
           eb.and([
@@ -401,8 +406,10 @@ export abstract class SqlJobBackendBase {
       .limit(p.limit)
       .execute();
     if (ids.length === 0) return 0;
+    // Both key columns, so the delete is a primary-key lookup on PostgreSQL's (tenant_id, id).
     const res = await db
       .deleteFrom('jobs')
+      .where('tenant_id', 'in', [...new Set(ids.map((r) => r.tenant_id))])
       .where(
         'id',
         'in',

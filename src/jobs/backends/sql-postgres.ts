@@ -4,16 +4,24 @@ import type { Logger } from '../../core/logger.js';
 import type { DocketDatabase, PostgresStore } from '../../store/index.js';
 import type {
   JobBackend,
+  JobRef,
   JobBackendCapabilities,
   JobClaimBatchParams,
   JobCompletion,
   JobFailureParams,
 } from '../backend.js';
 import type { Job, NewJob } from '../types.js';
-import { rowToJob, type JobRow } from './rows.js';
+import { claimedRowToJob, type ClaimedJobRow, type JobRow } from './rows.js';
 import { SqlJobBackendBase } from './sql-common.js';
 
 // Hot-path statements, one each, prepared by name so PostgreSQL plans them once per connection.
+//
+// Index budget (migration 003): the primary key is (tenant_id, id), so it also serves a tenant's
+// newest-first listing, and retention finds finished jobs through a BRIN index. A claim therefore
+// adds two index entries per job (primary key, jobs_lease) and a completion one (primary key)
+// plus a BRIN range update, instead of three each: in a CPU-accounted 20,000-job drain
+// PostgreSQL's share fell from ~850 to ~680 ms (bench/NOTES.md). The engine's writes name the
+// tenant with the id (JobRef) so they stay index lookups.
 // They run on the system pool (role docket_system): claiming is the engine's explicit
 // cross-tenant operation; tenant-facing reads go through RLS-scoped tenant transactions.
 
@@ -31,6 +39,12 @@ import { SqlJobBackendBase } from './sql-common.js';
 // scan of jobs when statistics are stale; a TID scan has no such alternative.
 // End to end (`npm run bench`, 20,000 no-op jobs) the gain is within this host's run-to-run
 // noise; see docs/BENCHMARKS.md.
+// Claims return only what a handler needs: payload_hash, result, locked_by and the other
+// columns a claim fixes are known to the caller (claimedRowToJob), and each returned column is
+// parsed per row in JavaScript.
+const CLAIMED = `j.id, j.tenant_id, j.queue, j.type, j.payload, j.priority, j.available_at, j.attempts,
+  j.max_attempts, j.last_error, j.idempotency_key, j.trace_id, j.timeout_ms, j.created_at`;
+
 const CLAIM_ALL = `
 update jobs j
 set status = 'processing', attempts = j.attempts + 1, locked_by = $3, locked_at = $1,
@@ -41,7 +55,7 @@ where j.ctid = any(array(
   order by priority, available_at, id
   limit $2
   for update skip locked))
-returning j.*`;
+returning ${CLAIMED}`;
 
 const CLAIM_FILTERED = `
 update jobs j
@@ -57,7 +71,7 @@ where j.ctid = any(array(
   order by priority, available_at, id
   limit $2
   for update skip locked))
-returning j.*`;
+returning ${CLAIMED}`;
 
 // A worker with a single handler type: equality on the leading column of jobs_claim_type
 // (type, priority, available_at, id) gives rows already in claim order, so a worker for a rare
@@ -72,18 +86,26 @@ where j.ctid = any(array(
   order by priority, available_at, id
   limit $2
   for update skip locked))
-returning j.*`;
+returning ${CLAIMED}`;
+
+// Rows of many jobs by key, as the ctid array an UPDATE's TID scan takes: one primary-key probe
+// per (tenant_id, id) pair. Written as a LATERAL lookup behind LIMIT 1 (which keeps PostgreSQL
+// from flattening it into a join it may reorder), so the plan is the same whatever the
+// statistics say: with those of a freshly filled table the planner turned
+// "tenant_id = any($t) and id = any($ids)" into a scan of the tenant's whole key range with id as
+// a filter (EXPLAIN on 20,000 rows analyzed while empty), and an earlier join with unnest() into
+// a nested loop that re-ran the unnest per job row (O(batch²): a 300-job completion took 44.9 ms
+// against 11.2 ms). The ctids come from the statement's snapshot; a row updated concurrently
+// after it is followed by the UPDATE's EvalPlanQual recheck (a TID scan rechecks only the
+// remaining quals), so the guard below still decides.
+const ROWS_BY_KEY = (tenants: string, ids: string) => `j.ctid = any(array(
+  select k.ctid from unnest(${tenants}::text[], ${ids}::uuid[]) as v(tenant_id, id)
+  cross join lateral (
+    select ctid from jobs where tenant_id = v.tenant_id and id = v.id limit 1) k))`;
 
 // Completion of many jobs in one round trip (workers batch completions that finish while the
-// previous batch is in flight). Guarded by lease holder and status (Q-4).
-//
-// Rows are found by `id = any($1)` (an index condition on jobs_pkey) and each row's result is
-// picked from the parallel array by array_position, instead of joining jobs to
-// unnest($1, $2): with the statistics of a freshly filled table the planner estimated one
-// matching job row and chose a nested loop that re-ran the unnest once per job row, so a
-// completion of n jobs cost O(n²) (a 300-job completion: 44.9 ms in EXPLAIN ANALYZE, 11.2 ms
-// in this form; a 20,000-job drain wrote ~65 completions of ~300 jobs at 27 ms each).
-// array_position is a linear search in C over at most one batch (≤ a few hundred uuids).
+// previous batch is in flight). Guarded by lease holder and status (Q-4); each row's result is
+// picked from the parallel array by array_position (a linear search in C over one batch).
 //
 // The status guard is written "coalesce(j.status, '') = 'processing'" (identical for the NOT
 // NULL status column) so that it does not match the predicate of the partial index jobs_lease,
@@ -97,33 +119,33 @@ const COMPLETE_MANY = `
 update jobs j
 set status = 'succeeded', result = ($2::text[])[array_position($1::uuid[], j.id)]::jsonb,
     locked_by = null, locked_at = null, lease_until = null, finished_at = $3, updated_at = $3
-where j.id = any($1::uuid[]) and j.locked_by = $4 and coalesce(j.status, '') = 'processing'
+where ${ROWS_BY_KEY('$5', '$1')} and j.locked_by = $4 and coalesce(j.status, '') = 'processing'
 returning j.id`;
 
 const RETRY = `
 update jobs set status = 'pending', available_at = $3, last_error = $4::jsonb, locked_by = null,
   locked_at = null, lease_until = null, updated_at = $5
-where id = $1 and locked_by = $2 and status = 'processing'`;
+where tenant_id = $6 and id = $1 and locked_by = $2 and status = 'processing'`;
 
 const DLQ_BEGIN = `
 update jobs set status = 'dlq_pending', last_error = $3::jsonb, locked_by = null,
   locked_at = null, lease_until = null, updated_at = $4
-where id = $1 and locked_by = $2 and status = 'processing'`;
+where tenant_id = $5 and id = $1 and locked_by = $2 and status = 'processing'`;
 
 const HEARTBEAT = `
-update jobs set lease_until = $3, updated_at = $4
-where id = any($1::uuid[]) and locked_by = $2 and status = 'processing'
-returning id`;
+update jobs j set lease_until = $3, updated_at = $4
+where ${ROWS_BY_KEY('$5', '$1')} and j.locked_by = $2 and j.status = 'processing'
+returning j.id`;
 
 const RELEASE = `
-update jobs set status = 'pending', attempts = greatest(attempts - 1, 0), locked_by = null,
+update jobs j set status = 'pending', attempts = greatest(j.attempts - 1, 0), locked_by = null,
   locked_at = null, lease_until = null, updated_at = $3
-where id = any($1::uuid[]) and locked_by = $2 and status = 'processing'
-returning id`;
+where ${ROWS_BY_KEY('$4', '$1')} and j.locked_by = $2 and j.status = 'processing'
+returning j.id`;
 
 const REAP = `
 with expired as (
-  select id from jobs
+  select ctid from jobs
   where status = 'processing' and lease_until < $1
   order by lease_until
   limit $2
@@ -135,10 +157,15 @@ set status = case when j.attempts >= j.max_attempts then 'dlq_pending' else 'pen
     last_error = jsonb_build_object('name', 'LEASE_EXPIRED',
       'message', 'the worker''s lease expired before the job finished',
       'attempt', j.attempts, 'at', $1::bigint)
-from expired where j.id = expired.id
+from expired where j.ctid = expired.ctid
 returning j.id, j.status`;
 
 const LISTEN_CHANNEL = 'docket_jobs';
+
+/** The tenant of each job, parallel to its id (the key arrays of ROWS_BY_KEY). */
+function tenantsOf(jobs: readonly JobRef[]): string[] {
+  return jobs.map((j) => j.tenantId);
+}
 
 /** Jobs on PostgreSQL: SKIP LOCKED claims, batched completions, LISTEN/NOTIFY wake-ups. */
 export class PostgresJobBackend extends SqlJobBackendBase implements JobBackend {
@@ -251,7 +278,8 @@ export class PostgresJobBackend extends SqlJobBackendBase implements JobBackend 
               null,
               null,
             ]);
-    const jobs = (res.rows as JobRow[]).map(rowToJob);
+    const claimed = { workerId: p.workerId, now: p.now, leaseUntil: p.now + p.leaseMs };
+    const jobs = (res.rows as ClaimedJobRow[]).map((r) => claimedRowToJob(r, claimed));
     return jobs.sort(
       (a, b) => a.priority - b.priority || a.availableAt - b.availableAt || (a.id < b.id ? -1 : 1),
     );
@@ -266,7 +294,13 @@ export class PostgresJobBackend extends SqlJobBackendBase implements JobBackend 
     const res = await this.claimPool().query({
       name: 'docket_complete_many',
       text: COMPLETE_MANY,
-      values: [p.items.map((i) => i.id), p.items.map((i) => i.resultJson), p.now, p.workerId],
+      values: [
+        p.items.map((i) => i.id),
+        p.items.map((i) => i.resultJson),
+        p.now,
+        p.workerId,
+        tenantsOf(p.items),
+      ],
     });
     return res.rows.map((r: { id: string }) => r.id);
   }
@@ -279,6 +313,7 @@ export class PostgresJobBackend extends SqlJobBackendBase implements JobBackend 
       p.availableAt,
       JSON.stringify(p.error),
       p.now,
+      p.tenantId,
     ]);
     return res.rowCount === 1;
   }
@@ -290,6 +325,7 @@ export class PostgresJobBackend extends SqlJobBackendBase implements JobBackend 
       p.workerId,
       JSON.stringify(p.error),
       p.now,
+      p.tenantId,
     ]);
     return res.rowCount === 1;
   }
@@ -297,22 +333,28 @@ export class PostgresJobBackend extends SqlJobBackendBase implements JobBackend 
   /** Extends leases. */
   async jobHeartbeat(p: {
     workerId: string;
-    ids: string[];
+    jobs: JobRef[];
     leaseUntil: number;
     now: number;
   }): Promise<string[]> {
     const res = await this.query('docket_heartbeat', HEARTBEAT, [
-      p.ids,
+      p.jobs.map((j) => j.id),
       p.workerId,
       p.leaseUntil,
       p.now,
+      tenantsOf(p.jobs),
     ]);
     return res.rows.map((r: { id: string }) => r.id);
   }
 
   /** Releases jobs back to pending. */
-  async jobRelease(p: { workerId: string; ids: string[]; now: number }): Promise<string[]> {
-    const res = await this.query('docket_release', RELEASE, [p.ids, p.workerId, p.now]);
+  async jobRelease(p: { workerId: string; jobs: JobRef[]; now: number }): Promise<string[]> {
+    const res = await this.query('docket_release', RELEASE, [
+      p.jobs.map((j) => j.id),
+      p.workerId,
+      p.now,
+      tenantsOf(p.jobs),
+    ]);
     return res.rows.map((r: { id: string }) => r.id);
   }
 

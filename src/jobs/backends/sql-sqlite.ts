@@ -2,13 +2,14 @@ import type Database from 'better-sqlite3';
 import type { SqliteStore } from '../../store/index.js';
 import type {
   JobBackend,
+  JobRef,
   JobBackendCapabilities,
   JobClaimBatchParams,
   JobCompletion,
   JobFailureParams,
 } from '../backend.js';
 import type { Job } from '../types.js';
-import { rowToJob, type JobRow } from './rows.js';
+import { claimedRowToJob, type ClaimedJobRow } from './rows.js';
 import { SqlJobBackendBase } from './sql-common.js';
 
 // SQLite has one writer at a time, so a claim is a single UPDATE ... RETURNING over a
@@ -17,6 +18,10 @@ import { SqlJobBackendBase } from './sql-common.js';
 // connection mutex is held (store.exclusive), so they never interleave with a caller's open
 // transaction. Arrays travel as JSON and are expanded with json_each.
 
+// What a claim returns: the columns it did not set itself (see claimedRowToJob).
+const CLAIMED = `id, tenant_id, queue, type, payload, priority, available_at, attempts,
+  max_attempts, last_error, idempotency_key, trace_id, timeout_ms, created_at`;
+
 const SQL = {
   claimAll: `
     update jobs set status = 'processing', attempts = attempts + 1, locked_by = @workerId,
@@ -24,7 +29,7 @@ const SQL = {
     where id in (
       select id from jobs where status = 'pending' and available_at <= @now
       order by priority, available_at, id limit @limit)
-    returning *`,
+    returning ${CLAIMED}`,
   claimFiltered: `
     update jobs set status = 'processing', attempts = attempts + 1, locked_by = @workerId,
       locked_at = @now, lease_until = @leaseUntil, updated_at = @now
@@ -35,7 +40,7 @@ const SQL = {
         and (@queues is null or queue in (select value from json_each(@queues)))
         and (@tenant is null or tenant_id = @tenant)
       order by priority, available_at, id limit @limit)
-    returning *`,
+    returning ${CLAIMED}`,
   complete: `
     update jobs set status = 'succeeded', result = @result, locked_by = null, locked_at = null,
       lease_until = null, finished_at = @now, updated_at = @now
@@ -108,11 +113,11 @@ export class SqliteJobBackend extends SqlJobBackendBase implements JobBackend {
             excludeTypes: p.excludeTypes?.length ? JSON.stringify(p.excludeTypes) : null,
             queues: p.queues?.length ? JSON.stringify(p.queues) : null,
             tenant: p.tenant ?? null,
-          }) as JobRow[])
-        : (s.claimAll.all(base) as JobRow[]),
+          }) as ClaimedJobRow[])
+        : (s.claimAll.all(base) as ClaimedJobRow[]),
     );
     return rows
-      .map(rowToJob)
+      .map((r) => claimedRowToJob(r, base))
       .sort(
         (a, b) =>
           a.priority - b.priority || a.availableAt - b.availableAt || (a.id < b.id ? -1 : 1),
@@ -172,14 +177,14 @@ export class SqliteJobBackend extends SqlJobBackendBase implements JobBackend {
   /** Extends leases. */
   async jobHeartbeat(p: {
     workerId: string;
-    ids: string[];
+    jobs: JobRef[];
     leaseUntil: number;
     now: number;
   }): Promise<string[]> {
     return this.run((s) =>
       (
         s.heartbeat.all({
-          ids: JSON.stringify(p.ids),
+          ids: JSON.stringify(p.jobs.map((j) => j.id)),
           workerId: p.workerId,
           leaseUntil: p.leaseUntil,
           now: p.now,
@@ -189,12 +194,10 @@ export class SqliteJobBackend extends SqlJobBackendBase implements JobBackend {
   }
 
   /** Releases jobs back to pending. */
-  async jobRelease(p: { workerId: string; ids: string[]; now: number }): Promise<string[]> {
+  async jobRelease(p: { workerId: string; jobs: JobRef[]; now: number }): Promise<string[]> {
+    const ids = JSON.stringify(p.jobs.map((j) => j.id));
     const rows = await this.run(
-      (s) =>
-        s.release.all({ ids: JSON.stringify(p.ids), workerId: p.workerId, now: p.now }) as Array<{
-          id: string;
-        }>,
+      (s) => s.release.all({ ids, workerId: p.workerId, now: p.now }) as Array<{ id: string }>,
     );
     if (rows.length) this.notifyJobsAvailable();
     return rows.map((r) => r.id);
