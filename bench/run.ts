@@ -52,6 +52,8 @@ interface Entry {
   settings: WorkerSetting[];
   /** Only measured for latency (a variant of another system). */
   latencyOnly?: boolean;
+  /** Only measured for throughput (a variant of another system). */
+  throughputOnly?: boolean;
 }
 
 /** Report text: generated tables plus the hand-written analysis in bench/NOTES.md. */
@@ -127,6 +129,16 @@ async function main(): Promise<void> {
         settings: [],
         latencyOnly: true,
       });
+      entries.push({
+        key: 'docket-remove',
+        system: await createDocketSystem({
+          dialect: 'postgres',
+          removeSucceeded: true,
+          name: 'Docket (PostgreSQL), succeeded jobs removed',
+        }),
+        settings: [DOCKET_SETTINGS[0] as WorkerSetting, DOCKET_SETTINGS[3] as WorkerSetting],
+        throughputOnly: true,
+      });
     }
     if (want('graphile'))
       entries.push({
@@ -155,7 +167,7 @@ async function main(): Promise<void> {
     for (let run = 0; run < RUNS; run++) {
       // Rotate the order each run so no system always goes first (the host drifts over time).
       const order = entries.map((_, k) => entries[(k + run) % entries.length] as Entry);
-      for (const e of order.filter((x) => !x.latencyOnly)) {
+      for (const e of order.filter((x) => !x.latencyOnly && !x.throughputOnly)) {
         progress(`run ${run + 1}/${RUNS} enqueue: ${e.system.name}`);
         const r = await measureEnqueue(e.system, SIZES);
         (results.enqueueSingle[e.key] ??= []).push(r.single);
@@ -171,7 +183,7 @@ async function main(): Promise<void> {
           ((results.throughput[e.key] ??= {})[label] ??= []).push(r);
         }
       }
-      for (const e of order) {
+      for (const e of order.filter((x) => !x.throughputOnly)) {
         progress(`run ${run + 1}/${RUNS} latency: ${e.system.name}`);
         const r = await measureLatency(e.system, SIZES.latency, SIZES.latencyGapMs);
         (results.latency[e.key] ??= []).push(...r);

@@ -1,10 +1,13 @@
 // Docket on SQLite or PostgreSQL, through its public API (createDocket, enqueue, enqueueMany,
-// createWorker), with default configuration.
+// createWorker), with default configuration. It loads the compiled package (dist/, built by
+// `npm run bench` first), as an application runs it and as the peers run from their published
+// builds; BENCH_DOCKET_MODULE=../../src/index.js measures the TypeScript sources through tsx.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sql } from 'kysely';
-import { createDocket, type Docket, type Worker } from '../../src/index.js';
+import type * as DocketModule from '../../src/index.js';
+import type { Docket, Worker } from '../../src/index.js';
 import { createDatabase, type BenchDatabase } from '../db.js';
 import type { BenchSystem, OnJob, WorkerSetting } from '../system.js';
 
@@ -19,11 +22,21 @@ export interface DocketSystemOptions {
    * only by PostgreSQL NOTIFY and not by the in-process wake-up. Used for a latency variant.
    */
   separateProducer?: boolean;
+  /** Remove succeeded jobs at completion (`retention.succeededMs: 0`), as graphile-worker does. */
+  removeSucceeded?: boolean;
   name?: string;
+}
+
+let docketModule: Promise<typeof DocketModule> | undefined;
+/** The package under test (compiled by default; see the header). */
+function loadDocket(): Promise<typeof DocketModule> {
+  const specifier = process.env.BENCH_DOCKET_MODULE ?? '../../dist/index.js';
+  return (docketModule ??= import(specifier) as Promise<typeof DocketModule>);
 }
 
 /** Creates a Docket system on a fresh SQLite file or PostgreSQL database. */
 export async function createDocketSystem(o: DocketSystemOptions): Promise<BenchSystem> {
+  const { createDocket } = await loadDocket();
   const dataDir = mkdtempSync(join(tmpdir(), 'docket-bench-'));
   const db: BenchDatabase | undefined =
     o.dialect === 'postgres' ? await createDatabase('docket') : undefined;
@@ -39,6 +52,7 @@ export async function createDocketSystem(o: DocketSystemOptions): Promise<BenchS
     createDocket<Jobs>({
       store,
       dataDir,
+      ...(o.removeSucceeded ? { retention: { succeededMs: 0 } } : {}),
       handlers: { noop: ({ payload }) => onJob(payload.i) },
     });
   const d = () => {
@@ -82,7 +96,8 @@ export async function createDocketSystem(o: DocketSystemOptions): Promise<BenchS
       const r = await sys
         .selectFrom('jobs')
         .select((eb) => eb.fn.countAll<number | string>().as('n'))
-        .where('status', '<>', 'succeeded')
+        // With removal every row left is unfinished; otherwise every row not yet succeeded.
+        .where('status', '<>', o.removeSucceeded ? '' : 'succeeded')
         .executeTakeFirstOrThrow();
       return Number(r.n);
     },

@@ -58,7 +58,11 @@ export interface DocketConfig {
   jobs: JobDefaults;
   /** Retention of finished jobs. */
   retention: {
-    /** Age after which succeeded and canceled jobs are pruned, ms. Default 7 days. */
+    /**
+     * Age after which succeeded and canceled jobs are pruned, ms; 0 removes a job the moment it
+     * succeeds (no history or result kept, like BullMQ's `removeOnComplete` and graphile-worker),
+     * the cheapest completion there is. Default 7 days.
+     */
     succeededMs: number;
     /** Age after which failed jobs that are no longer in the DLQ are pruned, ms. Default 30 days. */
     failedMs: number;
@@ -159,10 +163,7 @@ function validateConfig(c: DocketConfig): void {
     ['jobs.timeoutMs', c.jobs.timeoutMs],
     ['jobs.leaseMs', c.jobs.leaseMs],
   ];
-  positive.push(
-    ['retention.succeededMs', c.retention.succeededMs],
-    ['retention.failedMs', c.retention.failedMs],
-  );
+  positive.push(['retention.failedMs', c.retention.failedMs]);
   if (c.store.dialect === 'postgres') positive.push(['store.poolSize', c.store.poolSize]);
   positive.push(
     ['audit.retentionDays', c.audit.retentionDays],
@@ -171,6 +172,7 @@ function validateConfig(c: DocketConfig): void {
     ['audit.maxBuffer', c.audit.maxBuffer],
   );
   for (const [name, v] of [
+    ['retention.succeededMs', c.retention.succeededMs],
     ['audit.purgeIntervalMs', c.audit.purgeIntervalMs],
     ['audit.maxBlockMs', c.audit.maxBlockMs],
   ] as const) {

@@ -94,7 +94,13 @@ export interface JobBackend {
   /** Atomically claims up to `limit` due jobs, highest priority first. */
   jobClaimBatch(p: JobClaimBatchParams): Promise<Job[]>;
   /** Completes jobs still leased to `workerId`; returns the ids that were completed. */
-  jobCompleteMany(p: { workerId: string; items: JobCompletion[]; now: number }): Promise<string[]>;
+  jobCompleteMany(p: {
+    workerId: string;
+    items: JobCompletion[];
+    now: number;
+    /** Delete the rows instead of keeping them as `succeeded` (retention.succeededMs = 0). */
+    remove?: boolean;
+  }): Promise<string[]>;
   /** Returns a leased job to `pending` for a retry at `availableAt`; false if the lease was lost. */
   jobRetry(p: JobFailureParams & { availableAt: number }): Promise<boolean>;
   /** Step 1 of the DLQ sequence: `processing → dlq_pending`; false if the lease was lost. */

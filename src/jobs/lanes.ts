@@ -200,6 +200,7 @@ async function runOne(
       workerId,
       items: [{ id: job.id, tenantId: job.tenantId, resultJson }],
       now: deps.clock.now(),
+      remove: deps.config.retention.succeededMs === 0,
     });
     if (done.length === 1) result.succeeded++;
   } else if (outcome.kind === 'failed') {

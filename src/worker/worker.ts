@@ -30,7 +30,7 @@ export interface WorkerOptions {
    * (long jobs), so a busy worker claims in big batches without hoarding slow jobs. Default `'auto'`.
    */
   prefetch?: number | 'auto';
-  /** Upper bound of the adaptive prefetch. Default 500. */
+  /** Upper bound of the adaptive prefetch. Default 1000. */
   maxPrefetch?: number;
   /** Fallback poll interval when no wake-up arrives, ms. Default 1000 (200 without cross-process wake-ups). */
   pollIntervalMs?: number;
@@ -110,7 +110,7 @@ export class JobWorker implements Worker {
     this.concurrency = options.concurrency ?? 10;
     this.adaptive = options.prefetch === undefined || options.prefetch === 'auto';
     this.minPrefetch = this.concurrency;
-    this.maxPrefetch = Math.max(this.minPrefetch, options.maxPrefetch ?? 500);
+    this.maxPrefetch = Math.max(this.minPrefetch, options.maxPrefetch ?? 1000);
     this.prefetch = typeof options.prefetch === 'number' ? options.prefetch : this.minPrefetch;
     this.pollIntervalMs =
       options.pollIntervalMs ?? (deps.backend.capabilities.crossProcessWakeups ? 1000 : 200);
@@ -286,6 +286,7 @@ export class JobWorker implements Worker {
               workerId: this.id,
               items: batch,
               now: this.deps.clock.now(),
+              remove: this.deps.config.retention.succeededMs === 0,
             }),
           );
           for (const item of batch) {

@@ -77,6 +77,46 @@ describe.each(BACKENDS)('job conformance on %s', (backend) => {
     expect(ran).toEqual(['high', 'mid', 'low', 'late']);
   });
 
+  it('removes a job the moment it succeeds when retention.succeededMs is 0, and only for the lease holder', async () => {
+    const clock = new ManualClock(3_000_000);
+    const tenant = unique('t');
+    const type = unique('remove');
+    const d = make({ clock, retention: { succeededMs: 0 }, handlers: { [type]: () => 'done' } });
+    const be = await d.internals.backend();
+    const { job: ran } = await d.enqueue(type, {}, { tenant });
+    const r = await d.processBatch({ max: 1, tenant });
+    expect(r.succeeded).toBe(1);
+    await expect(d.jobs.get(ran.id, { tenant })).rejects.toMatchObject({ code: 'JOB_NOT_FOUND' });
+    // A worker that lost its lease deletes nothing: the new holder's job stays.
+    const { job } = await d.enqueue(type, {}, { tenant });
+    await be.jobClaimBatch({
+      workerId: 'A',
+      limit: 1,
+      now: clock.now(),
+      leaseMs: 1000,
+      types: [type],
+    });
+    clock.advance(1500);
+    await d.reapOnce();
+    await be.jobClaimBatch({
+      workerId: 'B',
+      limit: 1,
+      now: clock.now(),
+      leaseMs: 1000,
+      types: [type],
+    });
+    const item = { id: job.id, tenantId: tenant, resultJson: null };
+    const now = clock.now();
+    expect(await be.jobCompleteMany({ workerId: 'A', items: [item], now, remove: true })).toEqual(
+      [],
+    );
+    expect((await d.jobs.get(job.id, { tenant })).status).toBe('processing');
+    expect(await be.jobCompleteMany({ workerId: 'B', items: [item], now, remove: true })).toEqual([
+      job.id,
+    ]);
+    await expect(d.jobs.get(job.id, { tenant })).rejects.toMatchObject({ code: 'JOB_NOT_FOUND' });
+  });
+
   it('fails with TENANT_REQUIRED when no tenant context exists', async () => {
     const d = make();
     await expect(d.enqueue('x', {})).rejects.toMatchObject({ code: 'TENANT_REQUIRED' });

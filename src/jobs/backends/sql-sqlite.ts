@@ -45,6 +45,8 @@ const SQL = {
     update jobs set status = 'succeeded', result = @result, locked_by = null, locked_at = null,
       lease_until = null, finished_at = @now, updated_at = @now
     where id = @id and locked_by = @workerId and status = 'processing'`,
+  completeRemove: `
+    delete from jobs where id = @id and locked_by = @workerId and status = 'processing'`,
   retry: `
     update jobs set status = 'pending', available_at = @availableAt, last_error = @error,
       locked_by = null, locked_at = null, lease_until = null, updated_at = @now
@@ -129,17 +131,20 @@ export class SqliteJobBackend extends SqlJobBackendBase implements JobBackend {
     workerId: string;
     items: JobCompletion[];
     now: number;
+    remove?: boolean;
   }): Promise<string[]> {
     return this.run((s, db) =>
       db.transaction(() => {
         const done: string[] = [];
         for (const item of p.items) {
-          const r = s.complete.run({
-            id: item.id,
-            result: item.resultJson,
-            now: p.now,
-            workerId: p.workerId,
-          });
+          const r = p.remove
+            ? s.completeRemove.run({ id: item.id, workerId: p.workerId })
+            : s.complete.run({
+                id: item.id,
+                result: item.resultJson,
+                now: p.now,
+                workerId: p.workerId,
+              });
           if (r.changes === 1) done.push(item.id);
         }
         return done;
