@@ -283,7 +283,7 @@ export function createDocket<
       try {
         if (options.migrate !== false) await store.migrate();
         await store.verify();
-        const backend = jobBackendFor(store, logger);
+        const backend = jobBackendFor(store, logger, { config, clock, ids });
         await backend.start();
         return { store, backend };
       } catch (err) {
@@ -400,13 +400,17 @@ export function createDocket<
     async withTransaction<T, DB>(tenant: string, fn: (tx: DocketTransaction<DB>) => Promise<T>) {
       requireTenant(tenant);
       const { store, backend } = await ready();
+      let committed: object | undefined;
       const out = await store.withTenantTransaction(tenant, async (trx) => {
+        committed = trx;
         txTenants.set(trx, tenant);
         return runWithContext({ tenant, traceId: currentContext()?.traceId }, () =>
           fn(trx as unknown as DocketTransaction<DB>),
         );
       });
-      // Jobs enqueued in the transaction are committed now: wake this process's workers.
+      // Jobs enqueued in the transaction are committed now: hand them to the queue's dispatch
+      // (Redis) and wake this process's workers.
+      if (committed) await backend.jobTransactionCommitted?.(committed as TenantTransaction);
       backend.notifyJobsAvailable();
       return out;
     },
@@ -501,7 +505,9 @@ export function createDocket<
       flush: async () => (await audit()).writer.flush(),
     } as DocketAudit<ActionOf<D>, ResourceTypeOf<D>>,
     async ping() {
-      await (await ready()).store.ping();
+      const { store, backend } = await ready();
+      await store.ping();
+      await backend.ping?.();
     },
     internals: {
       store: async () => (await ready()).store,

@@ -69,6 +69,8 @@ export interface DocketConfig {
   };
   /** Folder for the embedded store and local data. Default `./data`. */
   dataDir: string;
+  /** Where the queue's dispatch lives (SPEC Q-14): in the store, or Redis beside the store. */
+  queue: QueueConfig;
   /** The audit log (SPEC A). */
   audit: AuditConfig;
 }
@@ -89,6 +91,21 @@ export interface AuditConfig {
   maxBlockMs: number;
 }
 
+/** The queue backend: the store itself (default), or Redis as the dispatch lane. */
+export type QueueConfig =
+  | { backend: 'store' }
+  | {
+      backend: 'redis';
+      /** Redis URL. Default `redis://127.0.0.1:6379`. */
+      url: string;
+      /** First segment of every key. Default `docket`. */
+      prefix: string;
+      /** Second segment of every key (the deployment environment). Default `default`. */
+      env: string;
+      /** How often pending jobs missing from Redis are republished, ms. Default 10_000. */
+      reconcileIntervalMs: number;
+    };
+
 /** Partial configuration accepted by createDocket; everything has a default. */
 export interface DocketOptions {
   /** Store selection; default embedded SQLite under `dataDir`. */
@@ -103,6 +120,16 @@ export interface DocketOptions {
   retention?: Partial<DocketConfig['retention']>;
   /** Data folder. Default `./data`. */
   dataDir?: string;
+  /** Queue backend: `{ backend: 'redis', url }` puts dispatch in Redis. Default the store. */
+  queue?:
+    | { backend: 'store' }
+    | {
+        backend: 'redis';
+        url?: string;
+        prefix?: string;
+        env?: string;
+        reconcileIntervalMs?: number;
+      };
   /** Audit log settings. */
   audit?: Partial<AuditConfig>;
 }
@@ -141,6 +168,16 @@ export function resolveConfig(options: DocketOptions = {}): DocketConfig {
       failedMs: options.retention?.failedMs ?? 30 * DAY,
     },
     dataDir,
+    queue:
+      options.queue?.backend === 'redis'
+        ? {
+            backend: 'redis',
+            url: options.queue.url ?? 'redis://127.0.0.1:6379',
+            prefix: options.queue.prefix ?? 'docket',
+            env: options.queue.env ?? 'default',
+            reconcileIntervalMs: options.queue.reconcileIntervalMs ?? 10_000,
+          }
+        : { backend: 'store' },
     audit: {
       retentionDays: options.audit?.retentionDays ?? 90,
       purgeIntervalMs: options.audit?.purgeIntervalMs ?? 3_600_000,
@@ -228,12 +265,12 @@ function validateConfig(c: DocketConfig): void {
 /** Reads DocketOptions from environment variables (see the README's configuration table). */
 export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): DocketOptions {
   const dialect = env.DOCKET_STORE ?? (env.DOCKET_DATABASE_URL ? 'postgres' : 'sqlite');
-  // Q-14: the queue backend. Until the Redis queue lands, the queue lives in the store.
+  // Q-14: the queue backend: the store itself (DOCKET_QUEUE unset or naming the store), or redis.
   const queue = env.DOCKET_QUEUE;
-  if (queue !== undefined && queue !== '' && queue !== dialect) {
+  if (queue !== undefined && queue !== '' && queue !== dialect && queue !== 'redis') {
     throw new DocketError(
       'CONFIG_INVALID',
-      `DOCKET_QUEUE=${queue} is not available with DOCKET_STORE=${dialect}; the queue lives in the store (${dialect})`,
+      `DOCKET_QUEUE must be ${dialect} (the store) or redis, not ${queue}`,
       { queue, store: dialect },
     );
   }
@@ -277,6 +314,15 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): DocketOpti
       succeededMs: num('DOCKET_RETENTION_SUCCEEDED_MS'),
       failedMs: num('DOCKET_RETENTION_FAILED_MS'),
     },
+    queue:
+      queue === 'redis'
+        ? {
+            backend: 'redis',
+            url: env.DOCKET_REDIS_URL || undefined,
+            prefix: env.DOCKET_REDIS_PREFIX || undefined,
+            env: env.DOCKET_ENV || undefined,
+          }
+        : undefined,
     audit: {
       retentionDays: num('DOCKET_AUDIT_RETENTION_DAYS'),
       maxBuffer: num('DOCKET_AUDIT_MAX_BUFFER'),

@@ -40,6 +40,8 @@ export interface JobRef {
 
 /** One job's completion. */
 export interface JobCompletion extends JobRef {
+  /** The job's type (lets maintenance jobs be kept when succeeded jobs are removed). */
+  type?: string;
   /** JSON-encoded result, or null. */
   resultJson: string | null;
 }
@@ -73,6 +75,36 @@ export interface AuditEntry {
   traceId: string;
   data: Record<string, unknown>;
   createdAt: number;
+}
+
+/** Where a job stands in the store, for a dispatcher deciding what to do with its message. */
+export interface JobState extends JobRef {
+  queue: string;
+  type: string;
+  status: string;
+  availableAt: number;
+  leaseUntil: number | null;
+  priority: number;
+  traceId: string;
+  attempts: number;
+}
+
+/**
+ * Claims by key, for a queue whose dispatch order comes from elsewhere (the Redis lane): the
+ * store still decides, with the same guard as a claim (`pending` and due).
+ */
+export interface KeyedJobClaims {
+  /** Claims these jobs if they are pending and due; returns the ones claimed. */
+  jobClaimByKeys(p: {
+    workerId: string;
+    jobs: readonly JobRef[];
+    now: number;
+    leaseMs: number;
+  }): Promise<Job[]>;
+  /** The state of these jobs (absent ones are missing from the result). */
+  jobStates(p: { jobs: readonly JobRef[] }): Promise<JobState[]>;
+  /** A page of pending jobs of every tenant in id order, for republishing. */
+  jobPendingPage(p: { afterId?: string; limit: number }): Promise<JobState[]>;
 }
 
 /**
@@ -164,6 +196,10 @@ export interface JobBackend {
   onJobsAvailable(listener: () => void): () => void;
   /** Wakes this process's listeners (after a commit that made jobs available). */
   notifyJobsAvailable(): void;
+  /** Checks the queue's own server, when it has one (Redis); throws STORE_UNAVAILABLE if down. */
+  ping?(): Promise<void>;
+  /** Called after a withTransaction commit that may have inserted jobs through `tx`. */
+  jobTransactionCommitted?(tx: TenantTransaction): Promise<void>;
   /** Starts listening for cross-process wake-ups (PostgreSQL LISTEN). */
   start(): Promise<void>;
   /** Stops listening. */

@@ -2,7 +2,7 @@ import type { DocketConfig } from '../config/index.js';
 import type { Clock } from '../core/clock.js';
 import { runWithContext } from '../core/context.js';
 import type { Logger } from '../core/logger.js';
-import type { JobBackend } from './backend.js';
+import type { JobBackend, JobCompletion } from './backend.js';
 import { moveToDeadLetter, type DeadLetterDeps } from './dead-letter.js';
 import { PermanentJobError, RetryJobError } from './handler-errors.js';
 import type { JobHandler, JobTypeOptions } from './registry.js';
@@ -101,6 +101,8 @@ export function startAttempt(
         ? { kind: 'failed', error: abortReason, timedOut: true }
         : fallback;
   const abort = (reason: Error) => {
+    // After the outcome is known there is nothing to stop (and no grace timer to leave behind).
+    if (settled) return;
     if (!abortReason) {
       abortReason = reason;
       controller?.abort(reason);
@@ -158,6 +160,32 @@ export function startAttempt(
   };
   void run();
   return { abort, outcome };
+}
+
+/**
+ * Completes succeeded jobs for `workerId` (guarded by its lease). With retention.succeededMs = 0
+ * they are removed, except Docket's own maintenance jobs (`docket.*`), whose rows keep their
+ * hourly idempotency keys taken so that many instances enqueue each run once.
+ */
+export async function completeJobs(
+  deps: Pick<ExecutionDeps, 'backend' | 'config' | 'clock'>,
+  workerId: string,
+  items: readonly JobCompletion[],
+): Promise<string[]> {
+  const now = deps.clock.now();
+  if (deps.config.retention.succeededMs !== 0) {
+    return deps.backend.jobCompleteMany({ workerId, items: [...items], now });
+  }
+  const kept = items.filter((i) => i.type?.startsWith('docket.'));
+  const removed = items.filter((i) => !i.type?.startsWith('docket.'));
+  const done: string[] = [];
+  if (removed.length)
+    done.push(
+      ...(await deps.backend.jobCompleteMany({ workerId, items: removed, now, remove: true })),
+    );
+  if (kept.length)
+    done.push(...(await deps.backend.jobCompleteMany({ workerId, items: kept, now })));
+  return done;
 }
 
 /** A handler's return value as stored JSON; a value JSON cannot hold is stored as null, logged. */

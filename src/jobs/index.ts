@@ -22,6 +22,7 @@ export {
 export {
   encodeResult,
   recordFailure,
+  completeJobs,
   startAttempt,
   leaseLostError,
   type AttemptOutcome,

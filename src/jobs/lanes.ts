@@ -4,6 +4,7 @@ import {
   encodeResult,
   leaseLostError,
   recordFailure,
+  completeJobs,
   startAttempt,
   type ExecutionDeps,
 } from './execution.js';
@@ -196,12 +197,9 @@ async function runOne(
   }
   if (outcome.kind === 'succeeded') {
     const resultJson = encodeResult(deps, job, outcome.result);
-    const done = await deps.backend.jobCompleteMany({
-      workerId,
-      items: [{ id: job.id, tenantId: job.tenantId, resultJson }],
-      now: deps.clock.now(),
-      remove: deps.config.retention.succeededMs === 0,
-    });
+    const done = await completeJobs(deps, workerId, [
+      { id: job.id, tenantId: job.tenantId, resultJson, type: job.type },
+    ]);
     if (done.length === 1) result.succeeded++;
   } else if (outcome.kind === 'failed') {
     const r = await recordFailure(deps, job, workerId, outcome.error);

@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { DocketError } from '../core/errors.js';
 import type { Service } from '../core/service.js';
 import {
+  completeJobs,
   encodeResult,
   leaseLostError,
   recordFailure,
@@ -96,6 +97,7 @@ export class JobWorker implements Worker {
   private wokenWhileBusy = false;
   private loopDone: Promise<void> | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
+  private heartbeating = false;
   private unsubscribe: (() => void) | undefined;
   private readonly failures = new Set<Promise<unknown>>();
   private stopping: Promise<void> | undefined;
@@ -251,7 +253,7 @@ export class JobWorker implements Worker {
     if (outcome.kind === 'succeeded') {
       const resultJson = encodeResult(this.deps, job, outcome.result);
       this.completing.set(job.id, job);
-      this.completionQueue.push({ id: job.id, tenantId: job.tenantId, resultJson });
+      this.completionQueue.push({ id: job.id, tenantId: job.tenantId, resultJson, type: job.type });
       this.flushing ??= this.flushCompletions();
     } else if (outcome.kind === 'failed') {
       this.completing.set(job.id, job);
@@ -281,14 +283,7 @@ export class JobWorker implements Worker {
         const batch = this.completionQueue;
         this.completionQueue = [];
         try {
-          const done = new Set(
-            await this.deps.backend.jobCompleteMany({
-              workerId: this.id,
-              items: batch,
-              now: this.deps.clock.now(),
-              remove: this.deps.config.retention.succeededMs === 0,
-            }),
-          );
+          const done = new Set(await completeJobs(this.deps, this.id, batch));
           for (const item of batch) {
             if (!done.has(item.id)) {
               this.deps.logger.warn(
@@ -322,6 +317,17 @@ export class JobWorker implements Worker {
   }
 
   private async heartbeat(): Promise<void> {
+    // One heartbeat at a time: overlapping ones would race each other's row updates.
+    if (this.heartbeating) return;
+    this.heartbeating = true;
+    try {
+      await this.heartbeatOnce();
+    } finally {
+      this.heartbeating = false;
+    }
+  }
+
+  private async heartbeatOnce(): Promise<void> {
     const jobs = [
       ...[...this.slots.values()].map((s) => s.job),
       ...this.buffer,

@@ -12,7 +12,7 @@ import {
   type JobContext,
 } from '../../src/index.js';
 import {
-  BACKENDS,
+  QUEUE_BACKENDS,
   createBusinessTable,
   createTestStore,
   waitFor,
@@ -23,13 +23,14 @@ type Jobs = Record<string, unknown>;
 let seq = 0;
 const unique = (p: string) => `${p}${++seq}${Math.random().toString(36).slice(2, 6)}`;
 
-describe.each(BACKENDS)('job conformance on %s', (backend) => {
+describe.each(QUEUE_BACKENDS)('job conformance on %s', (backend) => {
   let ts: TestStore;
   const opened: Docket<Jobs>[] = [];
   const make = (extra: Parameters<typeof createDocket<Jobs>>[0] = {}) => {
     const d = createDocket<Jobs>({
       store: ts.store,
       dataDir: ts.dataDir,
+      queue: ts.queue,
       reapIntervalMs: 0,
       ...extra,
     });
@@ -87,6 +88,10 @@ describe.each(BACKENDS)('job conformance on %s', (backend) => {
     const r = await d.processBatch({ max: 1, tenant });
     expect(r.succeeded).toBe(1);
     await expect(d.jobs.get(ran.id, { tenant })).rejects.toMatchObject({ code: 'JOB_NOT_FOUND' });
+    // Docket's own maintenance jobs are kept: their row holds the hourly dedupe key.
+    const { job: prune } = await d.enqueue('docket.prune', {}, { tenant });
+    await d.processBatch({ max: 1, tenant, type: 'docket.prune' });
+    expect((await d.jobs.get(prune.id, { tenant })).status).toBe('succeeded');
     // A worker that lost its lease deletes nothing: the new holder's job stays.
     const { job } = await d.enqueue(type, {}, { tenant });
     await be.jobClaimBatch({
@@ -761,6 +766,72 @@ describe('PostgreSQL row-level security', () => {
     } finally {
       await other.dispose();
     }
+  });
+
+  it('completes, heartbeats and releases a job whose row another connection updated meanwhile', async () => {
+    const d = make();
+    const be = await d.internals.backend();
+    const tenant = unique('t');
+    const now = Date.now();
+    const enqueueAndClaim = async () => {
+      const type = unique('race');
+      const { job } = await d.enqueue(type, {}, { tenant });
+      const [claimed] = await be.jobClaimBatch({
+        workerId: 'W',
+        limit: 1,
+        now: Date.now(),
+        leaseMs: 60_000,
+        types: [type],
+      });
+      expect(claimed?.id).toBe(job.id);
+      return job;
+    };
+    // Another connection updates the row (as the worker's own heartbeat would) and holds its
+    // lock while the guarded write waits; the write must still land on the new row version.
+    const racing = async (id: string, write: () => Promise<string[]>) => {
+      const c = new pg.Client({ connectionString: ts.url });
+      await c.connect();
+      await c.query('begin');
+      await c.query('update jobs set lease_until = lease_until + 1 where id = $1', [id]);
+      const pending = write();
+      await new Promise((r) => setTimeout(r, 100));
+      await c.query('commit');
+      await c.end();
+      return pending;
+    };
+    const a = await enqueueAndClaim();
+    expect(
+      await racing(a.id, () =>
+        be.jobHeartbeat({ workerId: 'W', jobs: [a], leaseUntil: now + 90_000, now }),
+      ),
+    ).toEqual([a.id]);
+    expect(
+      await racing(a.id, () =>
+        be.jobCompleteMany({
+          workerId: 'W',
+          items: [{ id: a.id, tenantId: tenant, resultJson: '1' }],
+          now,
+        }),
+      ),
+    ).toEqual([a.id]);
+    expect((await d.jobs.get(a.id, { tenant })).status).toBe('succeeded');
+    const b = await enqueueAndClaim();
+    expect(await racing(b.id, () => be.jobRelease({ workerId: 'W', jobs: [b], now }))).toEqual([
+      b.id,
+    ]);
+    expect((await d.jobs.get(b.id, { tenant })).status).toBe('pending');
+    const c = await enqueueAndClaim();
+    expect(
+      await racing(c.id, () =>
+        be.jobCompleteMany({
+          workerId: 'W',
+          items: [{ id: c.id, tenantId: tenant, resultJson: null }],
+          now,
+          remove: true,
+        }),
+      ),
+    ).toEqual([c.id]);
+    await expect(d.jobs.get(c.id, { tenant })).rejects.toMatchObject({ code: 'JOB_NOT_FOUND' });
   });
 
   it('wakes an idle worker through LISTEN/NOTIFY, not polling', async () => {

@@ -4,14 +4,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDocket, type Docket } from '../../src/index.js';
-import { BACKENDS, createTestStore, waitFor, type TestStore } from '../helpers/backends.js';
+import { QUEUE_BACKENDS, createTestStore, waitFor, type TestStore } from '../helpers/backends.js';
 import { spawnWorker, type WorkerProcess } from '../helpers/processes.js';
 
 type Jobs = Record<string, unknown>;
 const lines = (file: string) =>
   existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean) : [];
 
-describe.each(BACKENDS)('process conformance on %s', (backend) => {
+describe.each(QUEUE_BACKENDS)('process conformance on %s', (backend) => {
   let ts: TestStore;
   let docket: Docket<Jobs>;
   let dir: string;
@@ -19,7 +19,12 @@ describe.each(BACKENDS)('process conformance on %s', (backend) => {
 
   beforeAll(async () => {
     ts = await createTestStore(backend);
-    docket = createDocket<Jobs>({ store: ts.store, dataDir: ts.dataDir, reapIntervalMs: 0 });
+    docket = createDocket<Jobs>({
+      store: ts.store,
+      dataDir: ts.dataDir,
+      queue: ts.queue,
+      reapIntervalMs: 0,
+    });
     await docket.migrate();
     dir = mkdtempSync(join(tmpdir(), 'docket-proc-'));
   });
@@ -98,6 +103,7 @@ describe.each(BACKENDS)('process conformance on %s', (backend) => {
     const finisher = createDocket<Jobs>({
       store: ts.store,
       dataDir: ts.dataDir,
+      queue: ts.queue,
       reapIntervalMs: 100,
       handlers: { hang: async () => 'finished' },
     });

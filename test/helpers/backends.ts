@@ -3,14 +3,20 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
+import { Redis } from 'ioredis';
 import pg from 'pg';
 import type { DocketDatabase } from '../../src/store/index.js';
 import type { DocketOptions } from '../../src/config/index.js';
 
-/** Backends every conformance suite runs against. */
+/** Stores every conformance suite runs against. */
 export const BACKENDS = ['sqlite', 'postgres'] as const;
+/** Queue backends the job conformance suites run against: each store alone, and with Redis. */
+export const QUEUE_BACKENDS = [...BACKENDS, 'sqlite+redis', 'postgres+redis'] as const;
 /** A backend name. */
-export type BackendName = (typeof BACKENDS)[number];
+export type BackendName = (typeof QUEUE_BACKENDS)[number];
+
+/** Redis server URL for tests (each test store uses its own key prefix). */
+export const REDIS_URL = process.env.DOCKET_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 
 /** PostgreSQL server URL for tests (database part replaced per test). */
 export const PG_ADMIN_URL =
@@ -26,12 +32,45 @@ export interface TestStore {
   env: Record<string, string>;
   /** PostgreSQL URL of the test database (postgres only). */
   url?: string;
+  /** Queue options to pass to createDocket (the Redis lane, for `…+redis`). */
+  queue?: DocketOptions['queue'];
   /** Removes the database / files. */
   dispose(): Promise<void>;
 }
 
-/** Creates a fresh store: a temp SQLite file, or a new PostgreSQL database. */
+/** Creates a fresh store: a temp SQLite file, or a new PostgreSQL database; with Redis for `…+redis`. */
 export async function createTestStore(backend: BackendName): Promise<TestStore> {
+  const [storeName, queue] = backend.split('+') as ['sqlite' | 'postgres', 'redis' | undefined];
+  const ts = await createStore(storeName);
+  if (queue !== 'redis') return ts;
+  const prefix = `docket-test-${randomBytes(6).toString('hex')}`;
+  const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  try {
+    await redis.connect();
+  } catch (err) {
+    throw new Error(
+      `Redis is required for the redis suites (${REDIS_URL}): ${(err as Error).message}`,
+    );
+  }
+  return {
+    ...ts,
+    queue: { backend: 'redis', url: REDIS_URL, prefix },
+    env: {
+      ...ts.env,
+      DOCKET_QUEUE: 'redis',
+      DOCKET_REDIS_URL: REDIS_URL,
+      DOCKET_REDIS_PREFIX: prefix,
+    },
+    async dispose() {
+      const keys = await redis.keys(`${prefix}:*`);
+      if (keys.length) await redis.del(...keys);
+      await redis.quit();
+      await ts.dispose();
+    },
+  };
+}
+
+async function createStore(backend: 'sqlite' | 'postgres'): Promise<TestStore> {
   const dataDir = mkdtempSync(join(tmpdir(), 'docket-test-'));
   if (backend === 'sqlite') {
     const path = join(dataDir, 'docket.sqlite');

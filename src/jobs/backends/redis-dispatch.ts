@@ -134,6 +134,20 @@ export class RedisDispatch {
     }
   }
 
+  /** Throws STORE_UNAVAILABLE naming the server when Redis does not answer. */
+  async ping(): Promise<void> {
+    try {
+      await this.redis.ping();
+    } catch (err) {
+      throw new DocketError(
+        'STORE_UNAVAILABLE',
+        `Redis at ${redactUrl(this.options.url)} does not answer: ${(err as Error).message}`,
+        { url: redactUrl(this.options.url) },
+        { cause: err },
+      );
+    }
+  }
+
   /** Disconnects. */
   async stop(): Promise<void> {
     await this.redis.quit().catch(() => this.redis.disconnect());
@@ -198,6 +212,27 @@ export class RedisDispatch {
   /** Removes a job's message wherever it is (its outcome is recorded in the store). */
   async ack(r: DispatchRef): Promise<boolean> {
     return (await this.scripts.docketAck(this.base(r), r.id, r.type)) === 1;
+  }
+
+  /** Removes many jobs' messages in one round trip (a completed batch). */
+  async ackMany(refs: readonly DispatchRef[]): Promise<void> {
+    if (refs.length === 0) return;
+    const pipe = this.redis.pipeline() as unknown as Record<
+      'docketAck',
+      (...a: Array<string | number>) => void
+    > & { exec(): Promise<Array<[Error | null, unknown]> | null> };
+    for (const r of refs) pipe.docketAck(this.base(r), r.id, r.type);
+    for (const [err] of (await pipe.exec()) ?? []) if (err) throw err;
+  }
+
+  /** Publishes that work is available, for consumers blocked in other processes. */
+  async wake(): Promise<void> {
+    await this.redis.publish(this.wakeChannel, '1');
+  }
+
+  /** The pub/sub channel of wake-ups. */
+  get wakeChannel(): string {
+    return `${this.prefix}:_:wake`;
   }
 
   /**

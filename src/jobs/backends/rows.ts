@@ -1,4 +1,5 @@
 import { DocketError } from '../../core/errors.js';
+import type { JobState } from '../backend.js';
 import type { DlqItem, Job, JobError, JobStatus } from '../types.js';
 
 /** A jobs row as both dialects return it (JSON as text, times as numbers). */
@@ -99,6 +100,37 @@ export function claimedRowToJob(
     createdAt: r.created_at,
     updatedAt: claim.now,
     finishedAt: null,
+  };
+}
+
+/** The columns of a job's state (JobState). */
+export type StateRow = Pick<
+  JobRow,
+  | 'id'
+  | 'tenant_id'
+  | 'queue'
+  | 'type'
+  | 'status'
+  | 'available_at'
+  | 'lease_until'
+  | 'priority'
+  | 'trace_id'
+  | 'attempts'
+>;
+
+/** Decodes a job's state. */
+export function rowToJobState(r: StateRow): JobState {
+  return {
+    id: r.id,
+    tenantId: r.tenant_id,
+    queue: r.queue,
+    type: r.type,
+    status: r.status,
+    availableAt: r.available_at,
+    leaseUntil: r.lease_until,
+    priority: r.priority,
+    traceId: r.trace_id,
+    attempts: r.attempts,
   };
 }
 

@@ -406,14 +406,15 @@ export abstract class SqlJobBackendBase {
       .limit(p.limit)
       .execute();
     if (ids.length === 0) return 0;
-    // Both key columns, so the delete is a primary-key lookup on PostgreSQL's (tenant_id, id).
+    // (tenant_id, id) pairs: primary-key lookups on PostgreSQL's (tenant_id, id).
     const res = await db
       .deleteFrom('jobs')
-      .where('tenant_id', 'in', [...new Set(ids.map((r) => r.tenant_id))])
-      .where(
-        'id',
-        'in',
-        ids.map((r) => r.id),
+      .where((eb) =>
+        eb(
+          eb.refTuple('tenant_id', 'id'),
+          'in',
+          ids.map((r) => eb.tuple(r.tenant_id, r.id)),
+        ),
       )
       .where('status', 'in', ['succeeded', 'canceled', 'failed'])
       .executeTakeFirst();

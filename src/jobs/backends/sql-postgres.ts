@@ -5,13 +5,21 @@ import type { DocketDatabase, PostgresStore } from '../../store/index.js';
 import type {
   JobBackend,
   JobRef,
+  JobState,
+  KeyedJobClaims,
   JobBackendCapabilities,
   JobClaimBatchParams,
   JobCompletion,
   JobFailureParams,
 } from '../backend.js';
 import type { Job, NewJob } from '../types.js';
-import { claimedRowToJob, type ClaimedJobRow, type JobRow } from './rows.js';
+import {
+  claimedRowToJob,
+  rowToJobState,
+  type ClaimedJobRow,
+  type JobRow,
+  type StateRow,
+} from './rows.js';
 import { SqlJobBackendBase } from './sql-common.js';
 
 // Hot-path statements, one each, prepared by name so PostgreSQL plans them once per connection.
@@ -95,9 +103,14 @@ returning ${CLAIMED}`;
 // "tenant_id = any($t) and id = any($ids)" into a scan of the tenant's whole key range with id as
 // a filter (EXPLAIN on 20,000 rows analyzed while empty), and an earlier join with unnest() into
 // a nested loop that re-ran the unnest per job row (O(batch²): a 300-job completion took 44.9 ms
-// against 11.2 ms). The ctids come from the statement's snapshot; a row updated concurrently
-// after it is followed by the UPDATE's EvalPlanQual recheck (a TID scan rechecks only the
-// remaining quals), so the guard below still decides.
+// against 11.2 ms).
+//
+// The ctids come from the statement's snapshot. A row that another transaction updates after
+// it (the same worker's heartbeat racing its completion, say) has a new ctid, which the TID
+// scan's EvalPlanQual recheck no longer matches (PostgreSQL 15.20 rechecks the TID list), so
+// the row is skipped, not wrongly written. Every statement built on this is therefore followed,
+// for the jobs it did not return, by its one-row twin keyed by (tenant_id, id) (see
+// withKeyFallback), whose recheck re-evaluates the key and the guard on the newest version.
 const ROWS_BY_KEY = (tenants: string, ids: string) => `j.ctid = any(array(
   select k.ctid from unnest(${tenants}::text[], ${ids}::uuid[]) as v(tenant_id, id)
   cross join lateral (
@@ -128,6 +141,50 @@ returning j.id`;
 const COMPLETE_MANY_REMOVE = `
 delete from jobs j
 where ${ROWS_BY_KEY('$2', '$1')} and j.locked_by = $3 and coalesce(j.status, '') = 'processing'
+returning j.id`;
+
+// Claim by key (the Redis lane names the jobs): the same lease as CLAIM_ALL, guarded by
+// status and due time; a job another claimer took first is rechecked by EvalPlanQual and
+// skipped.
+const CLAIM_KEYS = `
+update jobs j
+set status = 'processing', attempts = j.attempts + 1, locked_by = $3, locked_at = $1,
+    lease_until = $1 + $4::bigint, updated_at = $1
+where ${ROWS_BY_KEY('$5', '$2')} and j.status = 'pending' and j.available_at <= $1
+returning ${CLAIMED}`;
+
+const STATE_COLUMNS = `j.id, j.tenant_id, j.queue, j.type, j.status, j.available_at, j.lease_until,
+  j.priority, j.trace_id, j.attempts`;
+
+const JOB_STATES = `select ${STATE_COLUMNS} from jobs j where ${ROWS_BY_KEY('$1', '$2')}`;
+
+const PENDING_PAGE = `
+select ${STATE_COLUMNS} from jobs j
+where j.status = 'pending' and ($1::uuid is null or j.id > $1)
+order by j.id limit $2`;
+
+// One-row twins of the ctid-array statements, for the rows those skipped (see ROWS_BY_KEY).
+const COMPLETE_ONE = `
+update jobs j
+set status = 'succeeded', result = $2::jsonb, locked_by = null, locked_at = null,
+    lease_until = null, finished_at = $3, updated_at = $3
+where j.tenant_id = $5 and j.id = $1 and j.locked_by = $4 and coalesce(j.status, '') = 'processing'
+returning j.id`;
+
+const COMPLETE_ONE_REMOVE = `
+delete from jobs j
+where j.tenant_id = $2 and j.id = $1 and j.locked_by = $3 and coalesce(j.status, '') = 'processing'
+returning j.id`;
+
+const HEARTBEAT_ONE = `
+update jobs j set lease_until = $3, updated_at = $4
+where j.tenant_id = $5 and j.id = $1 and j.locked_by = $2 and j.status = 'processing'
+returning j.id`;
+
+const RELEASE_ONE = `
+update jobs j set status = 'pending', attempts = greatest(j.attempts - 1, 0), locked_by = null,
+  locked_at = null, lease_until = null, updated_at = $3
+where j.tenant_id = $4 and j.id = $1 and j.locked_by = $2 and j.status = 'processing'
 returning j.id`;
 
 const RETRY = `
@@ -176,7 +233,7 @@ function tenantsOf(jobs: readonly JobRef[]): string[] {
 }
 
 /** Jobs on PostgreSQL: SKIP LOCKED claims, batched completions, LISTEN/NOTIFY wake-ups. */
-export class PostgresJobBackend extends SqlJobBackendBase implements JobBackend {
+export class PostgresJobBackend extends SqlJobBackendBase implements JobBackend, KeyedJobClaims {
   readonly capabilities: JobBackendCapabilities = { crossProcessWakeups: true };
   private listener: pg.Client | undefined;
   private claims: pg.Pool | undefined;
@@ -300,13 +357,14 @@ export class PostgresJobBackend extends SqlJobBackendBase implements JobBackend 
     now: number;
     remove?: boolean;
   }): Promise<string[]> {
+    const pool = this.claimPool();
     const res = p.remove
-      ? await this.claimPool().query({
+      ? await pool.query({
           name: 'docket_complete_many_remove',
           text: COMPLETE_MANY_REMOVE,
           values: [p.items.map((i) => i.id), tenantsOf(p.items), p.workerId],
         })
-      : await this.claimPool().query({
+      : await pool.query({
           name: 'docket_complete_many',
           text: COMPLETE_MANY,
           values: [
@@ -317,7 +375,72 @@ export class PostgresJobBackend extends SqlJobBackendBase implements JobBackend 
             tenantsOf(p.items),
           ],
         });
-    return res.rows.map((r: { id: string }) => r.id);
+    return this.withKeyFallback(p.items, res.rows, (i) =>
+      p.remove
+        ? pool.query({
+            name: 'docket_complete_one_remove',
+            text: COMPLETE_ONE_REMOVE,
+            values: [i.id, i.tenantId, p.workerId],
+          })
+        : pool.query({
+            name: 'docket_complete_one',
+            text: COMPLETE_ONE,
+            values: [i.id, i.resultJson, p.now, p.workerId, i.tenantId],
+          }),
+    );
+  }
+
+  /**
+   * The ids a ctid-array statement wrote, plus those its one-row twin writes for the jobs it
+   * skipped because they were updated concurrently (see ROWS_BY_KEY). The twin applies the
+   * same guard, so a job that really was lost stays unwritten.
+   */
+  private async withKeyFallback<T extends JobRef>(
+    items: readonly T[],
+    rows: Array<{ id: string }>,
+    one: (item: T) => Promise<pg.QueryResult>,
+  ): Promise<string[]> {
+    const done = rows.map((r) => r.id);
+    if (done.length === items.length) return done;
+    const seen = new Set(done);
+    for (const item of items) {
+      if (seen.has(item.id)) continue;
+      if ((await one(item)).rowCount === 1) done.push(item.id);
+    }
+    return done;
+  }
+
+  /** Claims named jobs that are pending and due (the Redis lane's store-side claim). */
+  async jobClaimByKeys(p: {
+    workerId: string;
+    jobs: readonly JobRef[];
+    now: number;
+    leaseMs: number;
+  }): Promise<Job[]> {
+    if (p.jobs.length === 0) return [];
+    const res = await this.claimPool().query({
+      name: 'docket_claim_keys',
+      text: CLAIM_KEYS,
+      values: [p.now, p.jobs.map((j) => j.id), p.workerId, p.leaseMs, tenantsOf(p.jobs)],
+    });
+    const claimed = { workerId: p.workerId, now: p.now, leaseUntil: p.now + p.leaseMs };
+    return (res.rows as ClaimedJobRow[]).map((r) => claimedRowToJob(r, claimed));
+  }
+
+  /** States of named jobs. */
+  async jobStates(p: { jobs: readonly JobRef[] }): Promise<JobState[]> {
+    if (p.jobs.length === 0) return [];
+    const res = await this.query('docket_job_states', JOB_STATES, [
+      tenantsOf(p.jobs),
+      p.jobs.map((j) => j.id),
+    ]);
+    return (res.rows as StateRow[]).map(rowToJobState);
+  }
+
+  /** Pending jobs of every tenant, in id order. */
+  async jobPendingPage(p: { afterId?: string; limit: number }): Promise<JobState[]> {
+    const res = await this.query('docket_pending_page', PENDING_PAGE, [p.afterId ?? null, p.limit]);
+    return (res.rows as StateRow[]).map(rowToJobState);
   }
 
   /** Schedules a retry. */
@@ -359,7 +482,15 @@ export class PostgresJobBackend extends SqlJobBackendBase implements JobBackend 
       p.now,
       tenantsOf(p.jobs),
     ]);
-    return res.rows.map((r: { id: string }) => r.id);
+    return this.withKeyFallback(p.jobs, res.rows, (j) =>
+      this.query('docket_heartbeat_one', HEARTBEAT_ONE, [
+        j.id,
+        p.workerId,
+        p.leaseUntil,
+        p.now,
+        j.tenantId,
+      ]),
+    );
   }
 
   /** Releases jobs back to pending. */
@@ -370,7 +501,9 @@ export class PostgresJobBackend extends SqlJobBackendBase implements JobBackend 
       p.now,
       tenantsOf(p.jobs),
     ]);
-    return res.rows.map((r: { id: string }) => r.id);
+    return this.withKeyFallback(p.jobs, res.rows, (j) =>
+      this.query('docket_release_one', RELEASE_ONE, [j.id, p.workerId, p.now, j.tenantId]),
+    );
   }
 
   /** Recovers expired leases. */

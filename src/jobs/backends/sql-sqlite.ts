@@ -3,13 +3,15 @@ import type { SqliteStore } from '../../store/index.js';
 import type {
   JobBackend,
   JobRef,
+  JobState,
+  KeyedJobClaims,
   JobBackendCapabilities,
   JobClaimBatchParams,
   JobCompletion,
   JobFailureParams,
 } from '../backend.js';
 import type { Job } from '../types.js';
-import { claimedRowToJob, type ClaimedJobRow } from './rows.js';
+import { claimedRowToJob, rowToJobState, type ClaimedJobRow, type StateRow } from './rows.js';
 import { SqlJobBackendBase } from './sql-common.js';
 
 // SQLite has one writer at a time, so a claim is a single UPDATE ... RETURNING over a
@@ -21,6 +23,9 @@ import { SqlJobBackendBase } from './sql-common.js';
 // What a claim returns: the columns it did not set itself (see claimedRowToJob).
 const CLAIMED = `id, tenant_id, queue, type, payload, priority, available_at, attempts,
   max_attempts, last_error, idempotency_key, trace_id, timeout_ms, created_at`;
+
+const STATE = `id, tenant_id, queue, type, status, available_at, lease_until, priority, trace_id,
+  attempts`;
 
 const SQL = {
   claimAll: `
@@ -45,6 +50,16 @@ const SQL = {
     update jobs set status = 'succeeded', result = @result, locked_by = null, locked_at = null,
       lease_until = null, finished_at = @now, updated_at = @now
     where id = @id and locked_by = @workerId and status = 'processing'`,
+  claimKeys: `
+    update jobs set status = 'processing', attempts = attempts + 1, locked_by = @workerId,
+      locked_at = @now, lease_until = @leaseUntil, updated_at = @now
+    where id in (select value from json_each(@ids)) and status = 'pending' and available_at <= @now
+    returning ${CLAIMED}`,
+  states: `
+    select ${STATE} from jobs where id in (select value from json_each(@ids))`,
+  pendingPage: `
+    select ${STATE} from jobs where status = 'pending' and (@afterId is null or id > @afterId)
+    order by id limit @limit`,
   completeRemove: `
     delete from jobs where id = @id and locked_by = @workerId and status = 'processing'`,
   retry: `
@@ -79,7 +94,7 @@ const SQL = {
 type Statements = { [K in keyof typeof SQL]: Database.Statement };
 
 /** Jobs on SQLite: single-writer claims, prepared statements, in-process wake-ups. */
-export class SqliteJobBackend extends SqlJobBackendBase implements JobBackend {
+export class SqliteJobBackend extends SqlJobBackendBase implements JobBackend, KeyedJobClaims {
   readonly capabilities: JobBackendCapabilities = { crossProcessWakeups: false };
   private statements: Statements | undefined;
 
@@ -150,6 +165,41 @@ export class SqliteJobBackend extends SqlJobBackendBase implements JobBackend {
         return done;
       })(),
     );
+  }
+
+  /** Claims named jobs that are pending and due (the Redis lane's store-side claim). */
+  async jobClaimByKeys(p: {
+    workerId: string;
+    jobs: readonly JobRef[];
+    now: number;
+    leaseMs: number;
+  }): Promise<Job[]> {
+    if (p.jobs.length === 0) return [];
+    const claim = { workerId: p.workerId, now: p.now, leaseUntil: p.now + p.leaseMs };
+    const rows = await this.run(
+      (s) =>
+        s.claimKeys.all({
+          ...claim,
+          ids: JSON.stringify(p.jobs.map((j) => j.id)),
+        }) as ClaimedJobRow[],
+    );
+    return rows.map((r) => claimedRowToJob(r, claim));
+  }
+
+  /** States of named jobs. */
+  async jobStates(p: { jobs: readonly JobRef[] }): Promise<JobState[]> {
+    if (p.jobs.length === 0) return [];
+    const ids = JSON.stringify(p.jobs.map((j) => j.id));
+    const rows = await this.run((s) => s.states.all({ ids }) as StateRow[]);
+    return rows.map(rowToJobState);
+  }
+
+  /** Pending jobs of every tenant, in id order. */
+  async jobPendingPage(p: { afterId?: string; limit: number }): Promise<JobState[]> {
+    const rows = await this.run(
+      (s) => s.pendingPage.all({ afterId: p.afterId ?? null, limit: p.limit }) as StateRow[],
+    );
+    return rows.map(rowToJobState);
   }
 
   /** Schedules a retry. */

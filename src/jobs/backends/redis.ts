@@ -1,0 +1,376 @@
+import { EventEmitter } from 'node:events';
+import { Redis } from 'ioredis';
+import type { Logger } from '../../core/logger.js';
+import type { TenantTransaction } from '../../store/index.js';
+import type {
+  AuditEntry,
+  JobBackend,
+  JobBackendCapabilities,
+  JobChange,
+  JobClaimBatchParams,
+  JobCompletion,
+  JobFailureParams,
+  JobInsertOutcome,
+  JobRef,
+  JobState,
+  KeyedJobClaims,
+} from '../backend.js';
+import type { DlqItem, Job, JobListFilter, NewJob, Page } from '../types.js';
+import { RedisDispatch, refOf, type DispatchRef } from './redis-dispatch.js';
+
+const TERMINAL = new Set(['succeeded', 'failed', 'canceled']);
+const RECONCILE_PAGE = 1000;
+
+/**
+ * `DOCKET_QUEUE=redis`: the store (SQLite or PostgreSQL) stays the truth for every job; Redis
+ * carries the dispatch messages (SPEC Q-3, Q-12, Q-14). Every state change is the store's
+ * guarded write; the message follows it (published after the job row commits, acked after the
+ * completion commits, rescheduled after a retry commits). A message the store disagrees with
+ * is fixed from the store's state at claim time, and a reconciliation pass republishes pending
+ * jobs that have no message (a crash between commit and publish, a Redis restart) and drops
+ * messages of finished jobs, so losing Redis loses nothing.
+ */
+export class RedisJobBackend implements JobBackend {
+  readonly capabilities: JobBackendCapabilities = { crossProcessWakeups: true };
+  private readonly wakeups = new EventEmitter();
+  private readonly inTx = new WeakMap<object, Job[]>();
+  /** Dispatch facts of jobs claimed here (id → queue and type), for their later writes. */
+  private readonly held = new Map<string, DispatchRef>();
+  private subscriber: Redis | undefined;
+  private lastReconcile = 0;
+
+  constructor(
+    private readonly store: JobBackend & KeyedJobClaims,
+    /** The Redis side (exposed for diagnostics and tests). */
+    readonly dispatch: RedisDispatch,
+    private readonly logger: Logger,
+    private readonly now: () => number,
+    /** How often the reaper's pass also reconciles Redis with the store, ms. */
+    private readonly reconcileIntervalMs: number,
+  ) {
+    this.wakeups.setMaxListeners(0);
+  }
+
+  /** Connects to Redis (a clear error naming the URL if it is down) and reconciles. */
+  async start(): Promise<void> {
+    await this.dispatch.start();
+    await this.store.start();
+    const sub = this.dispatch.client.duplicate();
+    sub.on('error', (err) => this.logger.warn({ err }, 'Redis wake-up connection failed'));
+    sub.on('message', () => this.wakeups.emit('available'));
+    await sub.connect();
+    await sub.subscribe(this.dispatch.wakeChannel);
+    this.subscriber = sub;
+    await this.reconcile();
+  }
+
+  /** Disconnects. */
+  async stop(): Promise<void> {
+    await this.subscriber?.quit().catch(() => this.subscriber?.disconnect());
+    this.subscriber = undefined;
+    await this.dispatch.stop();
+    await this.store.stop();
+  }
+
+  private async publish(jobs: readonly Job[]): Promise<void> {
+    const now = this.now();
+    for (const j of jobs) await this.dispatch.publish(j, now);
+    if (jobs.length) await this.wake();
+  }
+
+  private async wake(): Promise<void> {
+    this.wakeups.emit('available');
+    await this.dispatch.wake().catch((err: unknown) => this.logger.warn({ err }, 'wake failed'));
+  }
+
+  /** Inserts in the store, then publishes (after the caller's commit, for a transaction). */
+  async jobInsertMany(p: {
+    tenant: string;
+    jobs: NewJob[];
+    tx?: TenantTransaction;
+  }): Promise<JobInsertOutcome[]> {
+    const out = await this.store.jobInsertMany(p);
+    const inserted = out.filter((o) => o.kind === 'inserted').map((o) => o.job);
+    if (p.tx) {
+      this.inTx.set(p.tx, [...(this.inTx.get(p.tx) ?? []), ...inserted]);
+    } else {
+      await this.publish(inserted).catch((err: unknown) =>
+        this.logger.warn({ err }, 'publishing to Redis failed; reconciliation will republish'),
+      );
+    }
+    return out;
+  }
+
+  /** Publishes the jobs a committed transaction inserted. */
+  async jobTransactionCommitted(tx: TenantTransaction): Promise<void> {
+    const jobs = this.inTx.get(tx);
+    this.inTx.delete(tx);
+    if (jobs?.length) await this.publish(jobs);
+  }
+
+  /** Pops messages round-robin across tenants, then claims their jobs in the store. */
+  async jobClaimBatch(p: JobClaimBatchParams): Promise<Job[]> {
+    const messages = await this.dispatch.claim({
+      now: p.now,
+      limit: p.limit,
+      visibilityMs: p.leaseMs,
+      tenants: p.tenant ? [p.tenant] : undefined,
+      queues: p.queues,
+      types: p.types,
+      excludeTypes: p.excludeTypes,
+    });
+    if (messages.length === 0) return [];
+    const refs = messages.map(refOf);
+    const jobs = await this.store.jobClaimByKeys({
+      workerId: p.workerId,
+      jobs: refs.map((r) => ({ id: r.id, tenantId: r.tenantId })),
+      now: p.now,
+      leaseMs: p.leaseMs,
+    });
+    const claimed = new Set(jobs.map((j) => j.id));
+    for (const r of refs) if (claimed.has(r.id)) this.held.set(r.id, r);
+    const unclaimed = refs.filter((r) => !claimed.has(r.id));
+    if (unclaimed.length) await this.settleUnclaimed(unclaimed, p.now);
+    return jobs.sort(
+      (a, b) => a.priority - b.priority || a.availableAt - b.availableAt || (a.id < b.id ? -1 : 1),
+    );
+  }
+
+  /** A message whose job was not claimable: follow the store's state. */
+  private async settleUnclaimed(refs: DispatchRef[], now: number): Promise<void> {
+    const states = new Map(
+      (await this.store.jobStates({ jobs: refs })).map((s) => [s.id, s] as const),
+    );
+    const gone: DispatchRef[] = [];
+    for (const r of refs) {
+      const s = states.get(r.id);
+      if (!s || TERMINAL.has(s.status)) gone.push(r);
+      else if (s.status === 'dlq_pending' || s.status === 'dlq_recorded')
+        await this.dispatch.bury(r, now);
+      else if (s.status === 'pending')
+        await this.dispatch.nack(r, Math.max(now, s.availableAt), now, s.availableAt);
+      // Running elsewhere: look again when its lease ends (the reaper requeues it if it died).
+      else await this.dispatch.nack(r, Math.max(now + 1, s.leaseUntil ?? now), now);
+    }
+    await this.dispatch.ackMany(gone);
+  }
+
+  private refOf(j: JobRef): DispatchRef | undefined {
+    return this.held.get(j.id);
+  }
+
+  private async refsOf(jobs: readonly JobRef[]): Promise<DispatchRef[]> {
+    const missing = jobs.filter((j) => !this.held.has(j.id));
+    const fetched = new Map(
+      (missing.length ? await this.store.jobStates({ jobs: missing }) : []).map(
+        (s) => [s.id, s] as const,
+      ),
+    );
+    const out: DispatchRef[] = [];
+    for (const j of jobs) {
+      const r = this.refOf(j) ?? fetched.get(j.id);
+      if (r) out.push({ id: r.id, tenantId: r.tenantId, queue: r.queue, type: r.type });
+    }
+    return out;
+  }
+
+  /** Completes in the store, then acks the messages of the jobs completed. */
+  async jobCompleteMany(p: {
+    workerId: string;
+    items: JobCompletion[];
+    now: number;
+    remove?: boolean;
+  }): Promise<string[]> {
+    const done = await this.store.jobCompleteMany(p);
+    const byId = new Map(p.items.map((i) => [i.id, i] as const));
+    const refs = await this.refsOf(done.map((id) => byId.get(id) as JobRef));
+    for (const id of done) this.held.delete(id);
+    await this.dispatch
+      .ackMany(refs)
+      .catch((err: unknown) => this.logger.warn({ err }, 'acking Redis messages failed'));
+    return done;
+  }
+
+  /** Retry in the store, then the message is due again at the retry time. */
+  async jobRetry(p: JobFailureParams & { availableAt: number }): Promise<boolean> {
+    const [ref] = await this.refsOf([p]);
+    const ok = await this.store.jobRetry(p);
+    this.held.delete(p.id);
+    if (ok && ref) await this.dispatch.nack(ref, p.availableAt, p.now, p.availableAt);
+    if (ok && p.availableAt <= p.now) await this.wake();
+    return ok;
+  }
+
+  /** DLQ step 1 in the store; the message goes to the dead set. */
+  async jobDeadLetterBegin(p: JobFailureParams): Promise<boolean> {
+    const [ref] = await this.refsOf([p]);
+    const ok = await this.store.jobDeadLetterBegin(p);
+    this.held.delete(p.id);
+    if (ok && ref) await this.dispatch.bury(ref, p.now);
+    return ok;
+  }
+
+  /** DLQ step 2 (store only). */
+  jobDeadLetterRecord(p: {
+    id: string;
+    tenantId: string;
+    now: number;
+    dlqItemId: string;
+    audit: AuditEntry;
+  }): Promise<boolean> {
+    return this.store.jobDeadLetterRecord(p);
+  }
+
+  /** DLQ step 3 (store only). */
+  jobDeadLetterFinish(p: { id: string; tenantId: string; now: number }): Promise<boolean> {
+    return this.store.jobDeadLetterFinish(p);
+  }
+
+  /** Jobs stuck between DLQ steps (store only). */
+  jobDeadLetterStuck(p: {
+    limit: number;
+  }): Promise<Array<{ id: string; tenantId: string; status: string }>> {
+    return this.store.jobDeadLetterStuck(p);
+  }
+
+  /** Extends leases in the store and the messages' visibility with them. */
+  async jobHeartbeat(p: {
+    workerId: string;
+    jobs: JobRef[];
+    leaseUntil: number;
+    now: number;
+  }): Promise<string[]> {
+    const held = await this.store.jobHeartbeat(p);
+    const set = new Set(held);
+    await this.dispatch
+      .extend(await this.refsOf(p.jobs.filter((j) => set.has(j.id))), p.leaseUntil)
+      .catch((err: unknown) => this.logger.warn({ err }, 'extending Redis visibility failed'));
+    return held;
+  }
+
+  /** Releases in the store; the messages are due again now. */
+  async jobRelease(p: { workerId: string; jobs: JobRef[]; now: number }): Promise<string[]> {
+    const refs = await this.refsOf(p.jobs);
+    const released = new Set(await this.store.jobRelease(p));
+    for (const r of refs) {
+      this.held.delete(r.id);
+      if (released.has(r.id)) await this.dispatch.nack(r, p.now, p.now);
+    }
+    if (released.size) await this.wake();
+    return [...released];
+  }
+
+  /** Store reaper, plus redelivery of messages whose visibility expired. */
+  async jobReapExpired(p: {
+    now: number;
+    limit: number;
+  }): Promise<{ requeued: string[]; deadLettered: string[] }> {
+    const r = await this.store.jobReapExpired(p);
+    const redelivered = await this.dispatch.expire(p.now, p.limit);
+    if (r.requeued.length || redelivered.length) await this.wake();
+    if (Date.now() - this.lastReconcile >= this.reconcileIntervalMs) await this.reconcile();
+    return r;
+  }
+
+  /** Redis answers (readiness). */
+  ping(): Promise<void> {
+    return this.dispatch.ping();
+  }
+
+  /** One job (store). */
+  jobGet(p: { tenant: string; id: string }): Promise<Job | null> {
+    return this.store.jobGet(p);
+  }
+
+  /** A page of jobs (store). */
+  jobList(p: { tenant: string; filter: JobListFilter }): Promise<Page<Job>> {
+    return this.store.jobList(p);
+  }
+
+  /** Cancels in the store; the message is dropped. */
+  async jobCancel(p: {
+    tenant: string;
+    id: string;
+    now: number;
+    audit: AuditEntry;
+  }): Promise<JobChange | null> {
+    const change = await this.store.jobCancel(p);
+    if (change?.changed) await this.dispatch.ack(change.job);
+    return change;
+  }
+
+  /** Replays in the store; a fresh message is published. */
+  async jobReplay(p: {
+    tenant: string;
+    id: string;
+    now: number;
+    audit: AuditEntry;
+    requireDead: boolean;
+  }): Promise<JobChange | null> {
+    const change = await this.store.jobReplay(p);
+    if (change?.changed) {
+      await this.dispatch.ack(change.job);
+      await this.publish([change.job]);
+    }
+    return change;
+  }
+
+  /** DLQ purge (store). */
+  dlqPurge(p: { tenant: string; jobId: string; audit: AuditEntry }): Promise<boolean> {
+    return this.store.dlqPurge(p);
+  }
+
+  /** DLQ list (store). */
+  dlqList(p: { tenant: string; cursor?: string; limit: number }): Promise<Page<DlqItem>> {
+    return this.store.dlqList(p);
+  }
+
+  /** Retention (store); messages of pruned jobs are already gone. */
+  jobPrune(p: { succeededBefore: number; failedBefore: number; limit: number }): Promise<number> {
+    return this.store.jobPrune(p);
+  }
+
+  /** Counts (store). */
+  jobCountByStatus(p: { tenant?: string }): Promise<Record<string, number>> {
+    return this.store.jobCountByStatus(p);
+  }
+
+  /** Subscribes to wake-ups (this process's and other processes' via Redis pub/sub). */
+  onJobsAvailable(listener: () => void): () => void {
+    this.wakeups.on('available', listener);
+    return () => this.wakeups.off('available', listener);
+  }
+
+  /** Wakes this process's listeners. */
+  notifyJobsAvailable(): void {
+    this.wakeups.emit('available');
+  }
+
+  /**
+   * Rebuilds dispatch state from the store: every pending job without a message gets one (a
+   * crash between commit and publish, a flushed or restarted Redis). Returns how many were
+   * republished.
+   */
+  async reconcile(): Promise<number> {
+    this.lastReconcile = Date.now();
+    let republished = 0;
+    let afterId: string | undefined;
+    for (;;) {
+      const page = await this.store.jobPendingPage({ afterId, limit: RECONCILE_PAGE });
+      if (page.length === 0) break;
+      const has = await this.dispatch.has(page);
+      const now = this.now();
+      for (let i = 0; i < page.length; i++) {
+        if (has[i]) continue;
+        if (await this.dispatch.publish(page[i] as JobState, now)) republished++;
+      }
+      afterId = page[page.length - 1]?.id;
+      if (page.length < RECONCILE_PAGE) break;
+    }
+    if (republished) {
+      this.logger.info({ republished }, 'republished pending jobs missing from Redis');
+      await this.wake();
+    }
+    return republished;
+  }
+}

@@ -1,0 +1,127 @@
+// Redis-specific cases of the queue (SPEC Q-3, Q-11, Q-14, T-3) on top of the conformance suite,
+// which runs unchanged with `queue=redis` (QUEUE_BACKENDS): recovery when Redis loses its keys,
+// publication after the caller's commit, tenant fairness, an unreachable server.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createDocket, type Docket } from '../../src/index.js';
+import type { RedisJobBackend } from '../../src/jobs/backends/redis.js';
+import { createTestStore, waitFor, type TestStore } from '../helpers/backends.js';
+
+type Jobs = Record<string, unknown>;
+let seq = 0;
+const unique = (p: string) => `${p}${++seq}${Math.random().toString(36).slice(2, 6)}`;
+
+describe.each(['sqlite+redis', 'postgres+redis'] as const)('Redis queue on %s', (backend) => {
+  let ts: TestStore;
+  const opened: Docket<Jobs>[] = [];
+  const make = (extra: Parameters<typeof createDocket<Jobs>>[0] = {}) => {
+    const d = createDocket<Jobs>({
+      store: ts.store,
+      dataDir: ts.dataDir,
+      queue: ts.queue,
+      reapIntervalMs: 0,
+      ...extra,
+    });
+    opened.push(d);
+    return d;
+  };
+  const redisOf = async (d: Docket<Jobs>) =>
+    (await d.internals.backend()) as unknown as RedisJobBackend;
+
+  beforeAll(async () => {
+    ts = await createTestStore(backend);
+    await make().migrate();
+  });
+  afterEach(async () => {
+    for (const d of opened.splice(0)) await d.close();
+  });
+  afterAll(async () => {
+    await ts.dispose();
+  });
+
+  it('loses nothing when Redis loses its keys mid-run: reconciliation republishes from the store', async () => {
+    const type = unique('flush');
+    const tenant = unique('t');
+    const ran = new Map<number, number>();
+    const d = make({
+      reapIntervalMs: 50,
+      builtins: false,
+      queue: { ...(ts.queue as object), backend: 'redis', reconcileIntervalMs: 100 },
+      handlers: {
+        [type]: async ({ payload }) => {
+          const i = (payload as { i: number }).i;
+          ran.set(i, (ran.get(i) ?? 0) + 1);
+          await new Promise((r) => setTimeout(r, 2));
+        },
+      },
+    });
+    await d.enqueueMany(
+      Array.from({ length: 300 }, (_, i) => ({ type, payload: { i } })),
+      { tenant },
+    );
+    await d.start(); // the reaper pass, which also reconciles
+    const w = d.createWorker({ concurrency: 2, prefetch: 2 });
+    await w.start();
+    await waitFor(() => ran.size >= 30, { what: 'the first jobs' });
+    const be = await redisOf(d);
+    const prefix = (ts.queue as { prefix: string }).prefix;
+    const keys = await be.dispatch.client.keys(`${prefix}:*`);
+    expect(keys.length).toBeGreaterThan(0);
+    await be.dispatch.client.del(...keys);
+    await waitFor(
+      async () =>
+        (await d.jobs.list({ status: ['succeeded'], limit: 200 }, { tenant })).items.length ===
+          200 && ran.size === 300,
+      { timeoutMs: 30_000, what: 'every job to run after the flush' },
+    );
+    await w.stop();
+    expect([...ran.values()].every((n) => n === 1)).toBe(true);
+  });
+
+  it('publishes a job enqueued in a transaction only when it commits', async () => {
+    const d = make();
+    const be = await redisOf(d);
+    const tenant = unique('t');
+    const type = unique('tx');
+    await expect(
+      d.withTransaction(tenant, async (tx) => {
+        await d.enqueueTx(tx, type, { n: 1 });
+        throw new Error('roll back');
+      }),
+    ).rejects.toThrow('roll back');
+    expect(await be.dispatch.messages(tenant, 'default')).toEqual([]);
+    await d.withTransaction(tenant, async (tx) => {
+      await d.enqueueTx(tx, type, { n: 2 });
+    });
+    expect(await be.dispatch.messages(tenant, 'default')).toHaveLength(1);
+  });
+
+  it('serves a tenant with one job in the first claim while another tenant has a flood of 1,000', async () => {
+    const d = make();
+    const be = await d.internals.backend();
+    const type = unique('fair');
+    const flood = unique('flood');
+    const single = unique('single');
+    await d.enqueueMany(
+      Array.from({ length: 1000 }, (_, i) => ({ type, payload: { i } })),
+      { tenant: flood },
+    );
+    const { job } = await d.enqueue(type, {}, { tenant: single });
+    const claimed = await be.jobClaimBatch({
+      workerId: 'w',
+      limit: 10,
+      now: Date.now(),
+      leaseMs: 60_000,
+      types: [type],
+    });
+    expect(claimed).toHaveLength(10);
+    expect(claimed.map((j) => j.id)).toContain(job.id);
+  });
+
+  it('refuses to start with STORE_UNAVAILABLE naming the URL when Redis is unreachable', async () => {
+    const d = make({ queue: { backend: 'redis', url: 'redis://127.0.0.1:1' } });
+    await expect(d.start()).rejects.toMatchObject({
+      code: 'STORE_UNAVAILABLE',
+      message: expect.stringContaining('redis://127.0.0.1:1'),
+    });
+  });
+});
