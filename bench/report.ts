@@ -161,6 +161,24 @@ export function renderReport(r: Results, m: Machine, seconds: number): string {
           `${d10 / p >= 3 ? '**met**' : d10 / p >= 2 ? '**borderline** (2–3×)' : '**not met**'} at concurrency 10.`,
       );
     }
+    if (has('docket-redis') && has('bullmq')) {
+      const dr = tp(r, 'docket-redis');
+      const [drBestLabel, drBest] = bestSetting(r, 'docket-redis');
+      const b = tp(r, 'bullmq');
+      ratios.push(
+        `- Docket-PG + Redis queue / BullMQ: **${fmtRatio(dr / b)}** at concurrency 10 (${fmtInt(dr)} vs ${fmtInt(b)} jobs/s); ` +
+          `**${fmtRatio(drBest / b)}** at Docket's best setting (${drBestLabel}, ${fmtInt(drBest)} jobs/s). ` +
+          'Docket keeps every job durable in PostgreSQL; BullMQ keeps them in Redis only.',
+      );
+      targets.push(
+        `- N-1 on Redis (Docket + Redis ≥ BullMQ): ${dr >= b ? '**met**' : '**not met**'} at concurrency 10 (${fmtRatio(dr / b)}); ` +
+          `${drBest >= b ? '**met**' : '**not met**'} at the best setting (${fmtRatio(drBest / b)}).`,
+      );
+      const p99 = percentile(r.latency['docket-redis'] ?? [], 0.99);
+      targets.push(
+        `- Redis latency target (issue 4: p99 < 5 ms), Docket + Redis: p99 ${fmtMs(p99)} ms — ${p99 < 5 ? '**met**' : '**not met**'}.`,
+      );
+    }
     for (const k of ['docket', 'docket-remote'].filter((x) => r.latency[x])) {
       const p99 = percentile(r.latency[k] ?? [], 0.99);
       targets.push(
@@ -205,6 +223,10 @@ documented best, never at defaults:
   \`removeOnComplete\`), so this row is the like-for-like comparison; throughput only.
 - **graphile-worker** ${'0.17.3'}: \`run({ concurrency: 10, preset: { worker: { localQueue: { size: 500 },
   completeJobBatchDelay: 0, failJobBatchDelay: 0 } } })\`; \`addJob\` / \`addJobs\`; LISTEN/NOTIFY is built in.
+- **Docket (PostgreSQL + Redis queue)**: \`queue: { backend: 'redis' }\` — PostgreSQL stays the
+  truth for every job, Redis carries the dispatch messages.
+- **BullMQ** ${'5.81.5'}: one \`Worker\` with \`concurrency: 10\`, \`removeOnComplete: { count: 0 }\`,
+  \`add\` / \`addBulk\`; jobs live in Redis only.
 - **pg-boss** 12.35.0: \`new PgBoss({ useListenNotify: true })\`, queue created with \`notify: true\`,
   \`work(queue, { batchSize: 50, localConcurrency: 10, burstWhenBatchFull: true,
   pollingIntervalSeconds: 0.5 })\`; \`send\` / \`insert\`.

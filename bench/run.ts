@@ -4,7 +4,7 @@
 //
 // Environment: BENCH_RUNS (default 3), BENCH_QUICK=1 (small sizes, for a smoke run),
 // BENCH_PG_URL (default postgres://postgres@127.0.0.1:5432/postgres), BENCH_ONLY (comma list of
-// system keys: sqlite,docket,graphile,pgboss,audit), BENCH_AUDIT_EVENTS (default 1,000,000), BENCH_JSON (also write the raw results there;
+// system keys: sqlite,docket,graphile,pgboss,redis (Docket + Redis and BullMQ),audit), BENCH_AUDIT_EVENTS (default 1,000,000), BENCH_JSON (also write the raw results there;
 // `tsx bench/run.ts --render FILE [--write]` re-renders them), BENCH_AUTOEXPLAIN_MS.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -22,6 +22,7 @@ import {
 import { createDocketSystem } from './systems/docket.js';
 import { createGraphileSystem } from './systems/graphile-worker.js';
 import { createPgBossSystem } from './systems/pg-boss.js';
+import { createBullmqSystem } from './systems/bullmq.js';
 
 const quick = process.env.BENCH_QUICK === '1';
 const RUNS = Number(process.env.BENCH_RUNS ?? (quick ? 1 : 3));
@@ -146,6 +147,18 @@ async function main(): Promise<void> {
         system: await createGraphileSystem(),
         settings: PEER_SETTINGS,
       });
+    if (want('redis')) {
+      entries.push({
+        key: 'docket-redis',
+        system: await createDocketSystem({
+          dialect: 'postgres',
+          redis: true,
+          name: 'Docket (PostgreSQL + Redis queue)',
+        }),
+        settings: [DOCKET_SETTINGS[0] as WorkerSetting, DOCKET_SETTINGS[3] as WorkerSetting],
+      });
+      entries.push({ key: 'bullmq', system: await createBullmqSystem(), settings: PEER_SETTINGS });
+    }
     if (want('pgboss'))
       entries.push({ key: 'pgboss', system: await createPgBossSystem(), settings: PEER_SETTINGS });
 

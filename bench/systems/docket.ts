@@ -2,6 +2,7 @@
 // createWorker), with default configuration. It loads the compiled package (dist/, built by
 // `npm run bench` first), as an application runs it and as the peers run from their published
 // builds; BENCH_DOCKET_MODULE=../../src/index.js measures the TypeScript sources through tsx.
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +11,7 @@ import type * as DocketModule from '../../src/index.js';
 import type { Docket, Worker } from '../../src/index.js';
 import { createDatabase, type BenchDatabase } from '../db.js';
 import type { BenchSystem, OnJob, WorkerSetting } from '../system.js';
+import { BENCH_REDIS_URL, deleteRedisPrefix } from './bullmq.js';
 
 type Jobs = { noop: { i: number } };
 const TENANT = 'bench';
@@ -24,6 +26,8 @@ export interface DocketSystemOptions {
   separateProducer?: boolean;
   /** Remove succeeded jobs at completion (`retention.succeededMs: 0`), as graphile-worker does. */
   removeSucceeded?: boolean;
+  /** Dispatch through Redis (`queue: { backend: 'redis' }`), the store staying the truth. */
+  redis?: boolean;
   name?: string;
 }
 
@@ -37,6 +41,7 @@ function loadDocket(): Promise<typeof DocketModule> {
 /** Creates a Docket system on a fresh SQLite file or PostgreSQL database. */
 export async function createDocketSystem(o: DocketSystemOptions): Promise<BenchSystem> {
   const { createDocket } = await loadDocket();
+  const redisPrefix = `bench-docket-${randomBytes(4).toString('hex')}`;
   const dataDir = mkdtempSync(join(tmpdir(), 'docket-bench-'));
   const db: BenchDatabase | undefined =
     o.dialect === 'postgres' ? await createDatabase('docket') : undefined;
@@ -53,6 +58,9 @@ export async function createDocketSystem(o: DocketSystemOptions): Promise<BenchS
       store,
       dataDir,
       ...(o.removeSucceeded ? { retention: { succeededMs: 0 } } : {}),
+      ...(o.redis
+        ? { queue: { backend: 'redis' as const, url: BENCH_REDIS_URL, prefix: redisPrefix } }
+        : {}),
       handlers: { noop: ({ payload }) => onJob(payload.i) },
     });
   const d = () => {
@@ -113,6 +121,7 @@ export async function createDocketSystem(o: DocketSystemOptions): Promise<BenchS
       producer = docket = worker = undefined;
     },
     async dispose() {
+      if (o.redis) await deleteRedisPrefix(redisPrefix);
       await db?.drop();
       rmSync(dataDir, { recursive: true, force: true });
     },

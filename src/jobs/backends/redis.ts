@@ -20,6 +20,8 @@ import { RedisDispatch, refOf, type DispatchRef } from './redis-dispatch.js';
 
 const TERMINAL = new Set(['succeeded', 'failed', 'canceled']);
 const RECONCILE_PAGE = 1000;
+/** Claim rounds per jobClaimBatch when the store turns messages down. */
+const CLAIM_ROUNDS = 4;
 
 /**
  * `DOCKET_QUEUE=redis`: the store (SQLite or PostgreSQL) stays the truth for every job; Redis
@@ -72,10 +74,10 @@ export class RedisJobBackend implements JobBackend {
     await this.store.stop();
   }
 
-  private async publish(jobs: readonly Job[]): Promise<void> {
-    const now = this.now();
-    for (const j of jobs) await this.dispatch.publish(j, now);
-    if (jobs.length) await this.wake();
+  private async publish(jobs: readonly JobState[] | readonly Job[]): Promise<number> {
+    if (jobs.length === 0) return 0;
+    this.wakeups.emit('available');
+    return this.dispatch.publishMany(jobs, this.now());
   }
 
   private async wake(): Promise<void> {
@@ -108,8 +110,25 @@ export class RedisJobBackend implements JobBackend {
     if (jobs?.length) await this.publish(jobs);
   }
 
-  /** Pops messages round-robin across tenants, then claims their jobs in the store. */
+  /**
+   * Pops messages round-robin across tenants, then claims their jobs in the store. Messages
+   * the store turns down (stale: the job finished, was pruned, or is not due) are settled and
+   * more are popped, a few rounds at most, so stale messages never make a worker with work
+   * waiting go to sleep.
+   */
   async jobClaimBatch(p: JobClaimBatchParams): Promise<Job[]> {
+    const jobs: Job[] = [];
+    for (let round = 0; round < CLAIM_ROUNDS && jobs.length < p.limit; round++) {
+      const r = await this.claimRound({ ...p, limit: p.limit - jobs.length });
+      jobs.push(...r.jobs);
+      if (r.messages === 0 || r.jobs.length === r.messages) break;
+    }
+    return jobs.sort(
+      (a, b) => a.priority - b.priority || a.availableAt - b.availableAt || (a.id < b.id ? -1 : 1),
+    );
+  }
+
+  private async claimRound(p: JobClaimBatchParams): Promise<{ jobs: Job[]; messages: number }> {
     const messages = await this.dispatch.claim({
       now: p.now,
       limit: p.limit,
@@ -119,7 +138,7 @@ export class RedisJobBackend implements JobBackend {
       types: p.types,
       excludeTypes: p.excludeTypes,
     });
-    if (messages.length === 0) return [];
+    if (messages.length === 0) return { jobs: [], messages: 0 };
     const refs = messages.map(refOf);
     const jobs = await this.store.jobClaimByKeys({
       workerId: p.workerId,
@@ -131,9 +150,7 @@ export class RedisJobBackend implements JobBackend {
     for (const r of refs) if (claimed.has(r.id)) this.held.set(r.id, r);
     const unclaimed = refs.filter((r) => !claimed.has(r.id));
     if (unclaimed.length) await this.settleUnclaimed(unclaimed, p.now);
-    return jobs.sort(
-      (a, b) => a.priority - b.priority || a.availableAt - b.availableAt || (a.id < b.id ? -1 : 1),
-    );
+    return { jobs, messages: messages.length };
   }
 
   /** A message whose job was not claimable: follow the store's state. */
@@ -359,18 +376,12 @@ export class RedisJobBackend implements JobBackend {
       const page = await this.store.jobPendingPage({ afterId, limit: RECONCILE_PAGE });
       if (page.length === 0) break;
       const has = await this.dispatch.has(page);
-      const now = this.now();
-      for (let i = 0; i < page.length; i++) {
-        if (has[i]) continue;
-        if (await this.dispatch.publish(page[i] as JobState, now)) republished++;
-      }
+      republished += await this.publish(page.filter((_, i) => !has[i]));
       afterId = page[page.length - 1]?.id;
       if (page.length < RECONCILE_PAGE) break;
     }
-    if (republished) {
+    if (republished)
       this.logger.info({ republished }, 'republished pending jobs missing from Redis');
-      await this.wake();
-    }
     return republished;
   }
 }
