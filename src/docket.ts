@@ -32,6 +32,7 @@ import {
   type ProcessBatchResult,
 } from './jobs/index.js';
 import { httpJobHandler, validateHttpPayload } from './jobs/builtins/http-request.js';
+import { validateRateLimit } from './jobs/rate-limits.js';
 import {
   AuditService,
   type ActionOf,
@@ -265,8 +266,10 @@ export function createDocket<
     typeMap.set(AUDIT_PURGE_JOB, { retry: { maxAttempts: 3 } });
   }
   for (const t of Object.keys(options.handlers ?? {})) typeMap.set(t, {});
-  for (const [t, o] of Object.entries(options.jobTypes ?? {}))
+  for (const [t, o] of Object.entries(options.jobTypes ?? {})) {
+    validateRateLimit(t, (o as JobTypeOptions | undefined)?.rateLimit);
     typeMap.set(t, (o ?? {}) as JobTypeOptions);
+  }
   const knownTypes = () => (declared ? typeMap : undefined);
   const typeOptions = (type: string) => typeMap.get(type);
 
@@ -477,8 +480,11 @@ export function createDocket<
           limit: 1000,
         });
         total += n;
-        if (n < 1000) return total;
+        if (n < 1000) break;
       }
+      // Rate-limit windows older than a day are long over.
+      await backend.rateLimitPrune({ before: now - 86_400_000 });
+      return total;
     },
     audit: {
       async record(...args: unknown[]) {

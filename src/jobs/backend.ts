@@ -158,8 +158,23 @@ export interface JobBackend {
     leaseUntil: number;
     now: number;
   }): Promise<string[]>;
-  /** Returns unstarted or abandoned jobs to `pending` without counting an attempt. */
-  jobRelease(p: { workerId: string; jobs: JobRef[]; now: number }): Promise<string[]>;
+  /**
+   * Returns unstarted or abandoned jobs to `pending` without counting an attempt, due at
+   * `availableAt` (default: as they were).
+   */
+  jobRelease(p: {
+    workerId: string;
+    jobs: JobRef[];
+    now: number;
+    availableAt?: number;
+  }): Promise<string[]>;
+  /**
+   * Takes up to `n` of the `max` starts of a rate-limit window, atomically across processes;
+   * returns how many were granted.
+   */
+  rateLimitTake(p: { key: string; windowStart: number; max: number; n: number }): Promise<number>;
+  /** Deletes rate-limit counters of windows that started before `before`. */
+  rateLimitPrune(p: { before: number }): Promise<number>;
   /** Expired leases: requeues those with attempts left, begins DLQ for the rest. */
   jobReapExpired(p: {
     now: number;

@@ -8,6 +8,7 @@ export type {
   JobRef,
   JobFailureParams,
 } from './backend.js';
+export { admitClaimed, validateRateLimit } from './rate-limits.js';
 export { jobBackendFor } from './backends/index.js';
 export { JobsService, type EnqueueOptions, type ActorOptions } from './service.js';
 export { PermanentJobError, RetryJobError } from './handler-errors.js';

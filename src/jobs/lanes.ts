@@ -8,6 +8,7 @@ import {
   startAttempt,
   type ExecutionDeps,
 } from './execution.js';
+import { admitClaimed } from './rate-limits.js';
 import type { JobHandler } from './registry.js';
 import type { Job } from './types.js';
 
@@ -138,7 +139,7 @@ export async function processBatch(
         result.budgetExhausted = true;
         break;
       }
-      const [job] = await deps.backend.jobClaimBatch({
+      const [claimed] = await deps.backend.jobClaimBatch({
         workerId,
         limit: 1,
         now: deps.clock.now(),
@@ -146,7 +147,10 @@ export async function processBatch(
         types: laneTypes,
         tenant: options.tenant,
       });
-      if (!job) break;
+      if (!claimed) break;
+      // Over its type's rate limit: back to pending until the next window; try the next job.
+      const [job] = await admitClaimed(deps, workerId, [claimed]);
+      if (!job) continue;
       taken++;
       result.processed++;
       result.byLane[lane.name] = (result.byLane[lane.name] ?? 0) + 1;

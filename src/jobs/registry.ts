@@ -43,6 +43,23 @@ export interface JobTypeOptions {
   priority?: number;
   /** Validates a payload at enqueue time; throw a DocketError to reject it. Default none. */
   validate?: (payload: unknown) => void;
+  /**
+   * At most `max` starts per `perMs` window (fixed windows), counted in the store so every
+   * process shares it; `scope: 'tenant'` gives each tenant its own allowance. A claimed job over
+   * the limit goes back to pending until the next window, without counting an attempt.
+   * Default none.
+   */
+  rateLimit?: RateLimit;
+}
+
+/** A per-type rate limit (SPEC Q-11), e.g. `{ max: 60, perMs: 60_000 }` for 60 a minute. */
+export interface RateLimit {
+  /** Starts allowed per window. */
+  max: number;
+  /** Window length, ms. */
+  perMs: number;
+  /** One allowance for all tenants (`global`, default) or one per tenant. */
+  scope?: 'global' | 'tenant';
 }
 
 /** Job type names are dotted identifiers: letters, digits, `_`, `-`, `.`, `:`; up to 128 chars. */

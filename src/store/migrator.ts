@@ -14,6 +14,7 @@ export const DOCKET_TABLES = [
   'audit_settings',
   'audit_purge_guard',
   'alerts',
+  'rate_counters',
 ] as const;
 
 /** Runs Docket's migrations for one dialect through Kysely's Migrator (which locks). */

@@ -128,6 +128,13 @@ export interface AlertsTable {
 }
 
 /** Docket's tables. */
+/** Taken allowance of one rate limit in one fixed window (migration 005). */
+export interface RateCountersTable {
+  key: string;
+  window_start: number;
+  taken: number;
+}
+
 export interface DocketDatabase {
   tenants: TenantsTable;
   api_keys: ApiKeysTable;
@@ -139,4 +146,5 @@ export interface DocketDatabase {
   audit_settings: AuditSettingsTable;
   audit_purge_guard: AuditPurgeGuardTable;
   alerts: AlertsTable;
+  rate_counters: RateCountersTable;
 }

@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { DocketError } from '../core/errors.js';
 import type { Service } from '../core/service.js';
 import {
+  admitClaimed,
   completeJobs,
   encodeResult,
   leaseLostError,
@@ -222,7 +223,7 @@ export class JobWorker implements Worker {
     });
     this.lastClaimFull = jobs.length === want;
     this.lastClaimAt = Date.now();
-    this.buffer.push(...jobs);
+    this.buffer.push(...(await admitClaimed(this.deps, this.id, jobs)));
     this.dispatch();
     this.lastWanted = want;
     return jobs.length;

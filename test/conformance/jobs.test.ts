@@ -122,6 +122,53 @@ describe.each(QUEUE_BACKENDS)('job conformance on %s', (backend) => {
     await expect(d.jobs.get(job.id, { tenant })).rejects.toMatchObject({ code: 'JOB_NOT_FOUND' });
   });
 
+  it('holds a rate-limited type to its allowance per window, shared by instances and per tenant when scoped', async () => {
+    const clock = new ManualClock(60_000 * 1000);
+    const type = unique('limited');
+    const perTenant = unique('limitedt');
+    const ran: string[] = [];
+    const handlers = {
+      [type]: () => void ran.push(type),
+      [perTenant]: () => void ran.push(perTenant),
+    };
+    const jobTypes = {
+      [type]: { rateLimit: { max: 3, perMs: 60_000 } },
+      [perTenant]: { rateLimit: { max: 2, perMs: 60_000, scope: 'tenant' as const } },
+    };
+    const a = make({ clock, handlers, jobTypes });
+    const b = make({ clock, handlers, jobTypes });
+    const tenant = unique('t');
+    await a.enqueueMany(
+      Array.from({ length: 10 }, () => ({ type, payload: {} })),
+      { tenant },
+    );
+    // Two instances (as two processes would) share one allowance.
+    await a.processBatch({ max: 2, tenant, type });
+    await b.processBatch({ max: 10, tenant, type });
+    expect(ran.filter((t) => t === type)).toHaveLength(3);
+    const waiting = (await a.jobs.list({ type, status: ['pending'] }, { tenant })).items;
+    expect(waiting).toHaveLength(7);
+    // Deferred to the next window without counting an attempt.
+    for (const j of waiting) expect(j).toMatchObject({ attempts: 0, availableAt: 60_000 * 1001 });
+    clock.advance(60_000);
+    await b.processBatch({ max: 10, tenant, type });
+    expect(ran.filter((t) => t === type)).toHaveLength(6);
+    // scope 'tenant': each tenant its own allowance.
+    const t2 = unique('t');
+    for (const t of [tenant, t2]) {
+      await a.enqueueMany(
+        Array.from({ length: 4 }, () => ({ type: perTenant, payload: {} })),
+        { tenant: t },
+      );
+    }
+    await a.processBatch({ max: 10, tenant, type: perTenant });
+    await a.processBatch({ max: 10, tenant: t2, type: perTenant });
+    expect(ran.filter((t) => t === perTenant)).toHaveLength(4);
+    expect(() => make({ jobTypes: { x: { rateLimit: { max: 0, perMs: 1000 } } } })).toThrow(
+      /rateLimit/,
+    );
+  });
+
   it('fails with TENANT_REQUIRED when no tenant context exists', async () => {
     const d = make();
     await expect(d.enqueue('x', {})).rejects.toMatchObject({ code: 'TENANT_REQUIRED' });

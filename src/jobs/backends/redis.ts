@@ -266,12 +266,18 @@ export class RedisJobBackend implements JobBackend {
   }
 
   /** Releases in the store; the messages are due again now. */
-  async jobRelease(p: { workerId: string; jobs: JobRef[]; now: number }): Promise<string[]> {
+  async jobRelease(p: {
+    workerId: string;
+    jobs: JobRef[];
+    now: number;
+    availableAt?: number;
+  }): Promise<string[]> {
     const refs = await this.refsOf(p.jobs);
     const released = new Set(await this.store.jobRelease(p));
+    const at = p.availableAt ?? p.now;
     for (const r of refs) {
       this.held.delete(r.id);
-      if (released.has(r.id)) await this.dispatch.nack(r, p.now, p.now);
+      if (released.has(r.id)) await this.dispatch.nack(r, at, p.now, p.availableAt);
     }
     if (released.size) await this.wake();
     return [...released];
@@ -345,6 +351,16 @@ export class RedisJobBackend implements JobBackend {
   /** Retention (store); messages of pruned jobs are already gone. */
   jobPrune(p: { succeededBefore: number; failedBefore: number; limit: number }): Promise<number> {
     return this.store.jobPrune(p);
+  }
+
+  /** Rate limits are counted in the store (the truth), shared by every process. */
+  rateLimitTake(p: { key: string; windowStart: number; max: number; n: number }): Promise<number> {
+    return this.store.rateLimitTake(p);
+  }
+
+  /** Removes old rate-limit counters (store). */
+  rateLimitPrune(p: { before: number }): Promise<number> {
+    return this.store.rateLimitPrune(p);
   }
 
   /** Counts (store). */

@@ -421,6 +421,45 @@ export abstract class SqlJobBackendBase {
     return Number(res.numDeletedRows);
   }
 
+  /** Takes up to `n` starts of a window; the counter row's lock serializes concurrent takers. */
+  async rateLimitTake(p: {
+    key: string;
+    windowStart: number;
+    max: number;
+    n: number;
+  }): Promise<number> {
+    return this.store.withSystemTransaction(async (trx) => {
+      const row = await trx
+        .insertInto('rate_counters')
+        .values({ key: p.key, window_start: p.windowStart, taken: 0 })
+        .onConflict((oc) =>
+          oc.columns(['key', 'window_start']).doUpdateSet({ taken: sql`rate_counters.taken` }),
+        )
+        .returning('taken')
+        .executeTakeFirstOrThrow();
+      const taken = Number(row.taken);
+      const next = Math.min(taken + p.n, p.max);
+      if (next > taken) {
+        await trx
+          .updateTable('rate_counters')
+          .set({ taken: next })
+          .where('key', '=', p.key)
+          .where('window_start', '=', p.windowStart)
+          .execute();
+      }
+      return next - taken;
+    });
+  }
+
+  /** Removes counters of past windows. */
+  async rateLimitPrune(p: { before: number }): Promise<number> {
+    const res = await this.store.systemDb
+      .deleteFrom('rate_counters')
+      .where('window_start', '<', p.before)
+      .executeTakeFirst();
+    return Number(res.numDeletedRows);
+  }
+
   /** Counts jobs by status. */
   async jobCountByStatus(p: { tenant?: string }): Promise<Record<string, number>> {
     const query = (trx: Transaction<DocketDatabase>) => {

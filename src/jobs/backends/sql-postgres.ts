@@ -183,7 +183,7 @@ returning j.id`;
 
 const RELEASE_ONE = `
 update jobs j set status = 'pending', attempts = greatest(j.attempts - 1, 0), locked_by = null,
-  locked_at = null, lease_until = null, updated_at = $3
+  locked_at = null, lease_until = null, updated_at = $3, available_at = coalesce($5, j.available_at)
 where j.tenant_id = $4 and j.id = $1 and j.locked_by = $2 and j.status = 'processing'
 returning j.id`;
 
@@ -204,7 +204,7 @@ returning j.id`;
 
 const RELEASE = `
 update jobs j set status = 'pending', attempts = greatest(j.attempts - 1, 0), locked_by = null,
-  locked_at = null, lease_until = null, updated_at = $3
+  locked_at = null, lease_until = null, updated_at = $3, available_at = coalesce($5, j.available_at)
 where ${ROWS_BY_KEY('$4', '$1')} and j.locked_by = $2 and j.status = 'processing'
 returning j.id`;
 
@@ -494,15 +494,22 @@ export class PostgresJobBackend extends SqlJobBackendBase implements JobBackend,
   }
 
   /** Releases jobs back to pending. */
-  async jobRelease(p: { workerId: string; jobs: JobRef[]; now: number }): Promise<string[]> {
+  async jobRelease(p: {
+    workerId: string;
+    jobs: JobRef[];
+    now: number;
+    availableAt?: number;
+  }): Promise<string[]> {
+    const at = p.availableAt ?? null;
     const res = await this.query('docket_release', RELEASE, [
       p.jobs.map((j) => j.id),
       p.workerId,
       p.now,
       tenantsOf(p.jobs),
+      at,
     ]);
     return this.withKeyFallback(p.jobs, res.rows, (j) =>
-      this.query('docket_release_one', RELEASE_ONE, [j.id, p.workerId, p.now, j.tenantId]),
+      this.query('docket_release_one', RELEASE_ONE, [j.id, p.workerId, p.now, j.tenantId, at]),
     );
   }
 

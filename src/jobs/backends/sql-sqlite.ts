@@ -76,7 +76,8 @@ const SQL = {
     returning id`,
   release: `
     update jobs set status = 'pending', attempts = max(attempts - 1, 0), locked_by = null,
-      locked_at = null, lease_until = null, updated_at = @now
+      locked_at = null, lease_until = null, updated_at = @now,
+      available_at = coalesce(@availableAt, available_at)
     where id in (select value from json_each(@ids)) and locked_by = @workerId and status = 'processing'
     returning id`,
   reap: `
@@ -249,10 +250,19 @@ export class SqliteJobBackend extends SqlJobBackendBase implements JobBackend, K
   }
 
   /** Releases jobs back to pending. */
-  async jobRelease(p: { workerId: string; jobs: JobRef[]; now: number }): Promise<string[]> {
+  async jobRelease(p: {
+    workerId: string;
+    jobs: JobRef[];
+    now: number;
+    availableAt?: number;
+  }): Promise<string[]> {
     const ids = JSON.stringify(p.jobs.map((j) => j.id));
+    const availableAt = p.availableAt ?? null;
     const rows = await this.run(
-      (s) => s.release.all({ ids, workerId: p.workerId, now: p.now }) as Array<{ id: string }>,
+      (s) =>
+        s.release.all({ ids, workerId: p.workerId, now: p.now, availableAt }) as Array<{
+          id: string;
+        }>,
     );
     if (rows.length) this.notifyJobsAvailable();
     return rows.map((r) => r.id);

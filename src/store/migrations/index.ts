@@ -1,6 +1,7 @@
 import { m001Foundation } from './001-foundation.js';
 import { m002Audit } from './002-audit.js';
 import { m003JobKeys } from './003-job-keys.js';
+import { m005RateLimits } from './005-rate-limits.js';
 
 /** A numbered, never-edited migration with one statement list per dialect. */
 export interface DocketMigration {
@@ -15,4 +16,9 @@ export interface DocketMigration {
 }
 
 /** Every migration, in order. Append; never edit a released one. */
-export const MIGRATIONS: readonly DocketMigration[] = [m001Foundation, m002Audit, m003JobKeys];
+export const MIGRATIONS: readonly DocketMigration[] = [
+  m001Foundation,
+  m002Audit,
+  m003JobKeys,
+  m005RateLimits,
+];
