@@ -39,7 +39,8 @@ export class RedisJobBackend implements JobBackend {
   /** Dispatch facts of jobs claimed here (id → queue and type), for their later writes. */
   private readonly held = new Map<string, DispatchRef>();
   private subscriber: Redis | undefined;
-  private lastReconcile = 0;
+  private reconcileTimer: NodeJS.Timeout | undefined;
+  private reconciling: Promise<number> | undefined;
 
   constructor(
     private readonly store: JobBackend & KeyedJobClaims,
@@ -47,7 +48,7 @@ export class RedisJobBackend implements JobBackend {
     readonly dispatch: RedisDispatch,
     private readonly logger: Logger,
     private readonly now: () => number,
-    /** How often the reaper's pass also reconciles Redis with the store, ms. */
+    /** How often pending jobs without a message are republished, ms. */
     private readonly reconcileIntervalMs: number,
   ) {
     this.wakeups.setMaxListeners(0);
@@ -64,10 +65,19 @@ export class RedisJobBackend implements JobBackend {
     await sub.subscribe(this.dispatch.wakeChannel);
     this.subscriber = sub;
     await this.reconcile();
+    // Its own timer, not the reaper's: it must run wherever the backend runs.
+    this.reconcileTimer = setInterval(() => {
+      this.reconcile().catch((err: unknown) =>
+        this.logger.warn({ err }, 'reconciling Redis with the store failed; retrying'),
+      );
+    }, this.reconcileIntervalMs);
+    this.reconcileTimer.unref();
   }
 
   /** Disconnects. */
   async stop(): Promise<void> {
+    clearInterval(this.reconcileTimer);
+    await this.reconciling?.catch(() => undefined);
     await this.subscriber?.quit().catch(() => this.subscriber?.disconnect());
     this.subscriber = undefined;
     await this.dispatch.stop();
@@ -291,7 +301,6 @@ export class RedisJobBackend implements JobBackend {
     const r = await this.store.jobReapExpired(p);
     const redelivered = await this.dispatch.expire(p.now, p.limit);
     if (r.requeued.length || redelivered.length) await this.wake();
-    if (Date.now() - this.lastReconcile >= this.reconcileIntervalMs) await this.reconcile();
     return r;
   }
 
@@ -384,8 +393,13 @@ export class RedisJobBackend implements JobBackend {
    * crash between commit and publish, a flushed or restarted Redis). Returns how many were
    * republished.
    */
-  async reconcile(): Promise<number> {
-    this.lastReconcile = Date.now();
+  reconcile(): Promise<number> {
+    // One pass at a time (the timer and explicit calls share it).
+    this.reconciling ??= this.reconcilePass().finally(() => (this.reconciling = undefined));
+    return this.reconciling;
+  }
+
+  private async reconcilePass(): Promise<number> {
     let republished = 0;
     let afterId: string | undefined;
     for (;;) {
