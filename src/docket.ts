@@ -482,8 +482,12 @@ export function createDocket<
         total += n;
         if (n < 1000) break;
       }
-      // Rate-limit windows older than a day are long over.
-      await backend.rateLimitPrune({ before: now - 86_400_000 });
+      // Rate-limit windows that ended a day (or the longest window) ago are long over.
+      const longest = Math.max(
+        86_400_000,
+        ...[...typeMap.values()].map((o) => 2 * (o.rateLimit?.perMs ?? 0)),
+      );
+      await backend.rateLimitPrune({ before: now - longest });
       return total;
     },
     audit: {

@@ -220,6 +220,12 @@ function validateConfig(c: DocketConfig): void {
       });
     }
   }
+  if (c.queue.backend === 'redis' && !(c.queue.reconcileIntervalMs >= 100)) {
+    throw new DocketError('CONFIG_INVALID', 'queue.reconcileIntervalMs must be at least 100', {
+      name: 'queue.reconcileIntervalMs',
+      value: c.queue.reconcileIntervalMs,
+    });
+  }
   if (c.audit.retentionDays > 36_500) {
     throw new DocketError('CONFIG_INVALID', 'audit.retentionDays must be at most 36500', {
       name: 'audit.retentionDays',

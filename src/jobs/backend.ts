@@ -103,8 +103,11 @@ export interface KeyedJobClaims {
   }): Promise<Job[]>;
   /** The state of these jobs (absent ones are missing from the result). */
   jobStates(p: { jobs: readonly JobRef[] }): Promise<JobState[]>;
-  /** A page of pending jobs of every tenant in id order, for republishing. */
-  jobPendingPage(p: { afterId?: string; limit: number }): Promise<JobState[]>;
+  /**
+   * A page of pending jobs of every tenant in claim order (priority, available_at, id) after
+   * `after`, for reconciliation: a keyset walk of the claim index, no sort.
+   */
+  jobPendingPage(p: { after?: JobState; limit: number }): Promise<JobState[]>;
 }
 
 /**

@@ -149,7 +149,7 @@ export async function processBatch(
       });
       if (!claimed) break;
       // Over its type's rate limit: back to pending until the next window; try the next job.
-      const [job] = await admitClaimed(deps, workerId, [claimed]);
+      const [job] = (await admitClaimed(deps, workerId, [claimed])).admitted;
       if (!job) continue;
       taken++;
       result.processed++;

@@ -99,6 +99,9 @@ export class JobWorker implements Worker {
   private loopDone: Promise<void> | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private heartbeating = false;
+  /** Rate-limited types whose window is spent, until when (not claimed before then). */
+  private readonly spentUntil = new Map<string, number>();
+  private wakeTimer: NodeJS.Timeout | undefined;
   private unsubscribe: (() => void) | undefined;
   private readonly failures = new Set<Promise<unknown>>();
   private stopping: Promise<void> | undefined;
@@ -187,6 +190,19 @@ export class JobWorker implements Worker {
     }
   }
 
+  /** Wakes the loop after `ms` (one pending timer at a time). */
+  private wakeAt(ms: number): void {
+    if (this.wakeTimer) return;
+    this.wakeTimer = setTimeout(
+      () => {
+        this.wakeTimer = undefined;
+        this.signal();
+      },
+      Math.max(1, Math.min(ms, 2_147_483_647)),
+    );
+    this.wakeTimer.unref();
+  }
+
   /** Wakes the loop now, or on its next sleep if it is busy claiming (no wake-up is lost). */
   private signal(): void {
     if (this.wake) this.wake();
@@ -208,22 +224,39 @@ export class JobWorker implements Worker {
     this.starved = false;
   }
 
+  /** The handler types worth claiming now: those whose rate-limit window is not spent. */
+  private claimableTypes(now: number): string[] {
+    if (this.spentUntil.size === 0) return this.types;
+    for (const [t, until] of this.spentUntil) if (until <= now) this.spentUntil.delete(t);
+    return this.types.filter((t) => !this.spentUntil.has(t));
+  }
+
   private async fill(): Promise<number> {
     this.adaptPrefetch();
     const want = this.concurrency + this.prefetch - this.slots.size - this.buffer.length;
     this.lastWanted = Math.max(0, want);
     if (want <= 0) return 0;
+    const now = this.deps.clock.now();
+    const types = this.claimableTypes(now);
+    if (types.length === 0) {
+      // Every type's window is spent: sleep until the first one reopens.
+      this.lastWanted = 0;
+      this.wakeAt(Math.min(...this.spentUntil.values()) - now);
+      return 0;
+    }
     const jobs = await this.deps.backend.jobClaimBatch({
       workerId: this.id,
       limit: want,
-      now: this.deps.clock.now(),
+      now,
       leaseMs: this.leaseMs,
-      types: this.types,
+      types,
       queues: this.options.queues,
     });
     this.lastClaimFull = jobs.length === want;
     this.lastClaimAt = Date.now();
-    this.buffer.push(...(await admitClaimed(this.deps, this.id, jobs)));
+    const admission = await admitClaimed(this.deps, this.id, jobs);
+    for (const [t, until] of admission.spentUntil) this.spentUntil.set(t, until);
+    this.buffer.push(...admission.admitted);
     this.dispatch();
     this.lastWanted = want;
     return jobs.length;
@@ -418,6 +451,7 @@ export class JobWorker implements Worker {
       }
     } finally {
       clearInterval(this.heartbeatTimer);
+      clearTimeout(this.wakeTimer);
       this.state = 'stopped';
     }
   }

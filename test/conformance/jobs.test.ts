@@ -169,6 +169,32 @@ describe.each(QUEUE_BACKENDS)('job conformance on %s', (backend) => {
     );
   });
 
+  it('has a worker stop claiming a rate-limited type whose window is spent, and resume in the next', async () => {
+    const clock = new ManualClock(60_000 * 2000);
+    const type = unique('wlimited');
+    let ran = 0;
+    const d = make({
+      clock,
+      handlers: { [type]: () => void ran++ },
+      jobTypes: { [type]: { rateLimit: { max: 2, perMs: 60_000 } } },
+    });
+    const tenant = unique('t');
+    await d.enqueueMany(
+      Array.from({ length: 6 }, () => ({ type, payload: {} })),
+      { tenant },
+    );
+    const w = d.createWorker({ concurrency: 2, pollIntervalMs: 20 });
+    await w.start();
+    await waitFor(() => ran === 2, { what: 'the first window' });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(ran).toBe(2);
+    const waiting = (await d.jobs.list({ type, status: ['pending'] }, { tenant })).items;
+    expect(waiting.map((j) => j.attempts)).toEqual([0, 0, 0, 0]);
+    clock.advance(60_000);
+    await waitFor(() => ran === 4, { what: 'the next window' });
+    await w.stop();
+  });
+
   it('fails with TENANT_REQUIRED when no tenant context exists', async () => {
     const d = make();
     await expect(d.enqueue('x', {})).rejects.toMatchObject({ code: 'TENANT_REQUIRED' });

@@ -58,7 +58,7 @@ describe.each(['sqlite+redis', 'postgres+redis'] as const)('Redis queue on %s', 
       Array.from({ length: 300 }, (_, i) => ({ type, payload: { i } })),
       { tenant },
     );
-    await d.start(); // the reaper pass, which also reconciles
+    await d.start(); // the reaper (reconciliation runs on its own timer)
     const w = d.createWorker({ concurrency: 2, prefetch: 2 });
     await w.start();
     await waitFor(() => ran.size >= 30, { what: 'the first jobs' });
@@ -75,6 +75,34 @@ describe.each(['sqlite+redis', 'postgres+redis'] as const)('Redis queue on %s', 
     );
     await w.stop();
     expect([...ran.values()].every((n) => n === 1)).toBe(true);
+  });
+
+  it('makes a pending job claimable again whatever happened to its message', async () => {
+    const d = make();
+    const be = await redisOf(d);
+    const tenant = unique('t');
+    const type = unique('rescue');
+    const claim = () =>
+      be.jobClaimBatch({
+        workerId: 'w',
+        limit: 5,
+        now: Date.now(),
+        leaseMs: 60_000,
+        types: [type],
+      });
+    // 1. Popped into flight, then the store claim never happened (a crash between the two).
+    const { job: a } = await d.enqueue(type, {}, { tenant });
+    await be.dispatch.claim({ now: Date.now(), limit: 5, visibilityMs: 1, types: [type] });
+    await new Promise((r) => setTimeout(r, 5));
+    // 2. Buried although the store says pending (a replay whose Redis write failed).
+    const { job: b } = await d.enqueue(type, {}, { tenant });
+    await be.dispatch.bury(b, Date.now());
+    // 3. Its message entry lost (eviction): claims must not fail, reconciliation republishes.
+    const { job: c } = await d.enqueue(type, {}, { tenant });
+    await be.dispatch.client.hdel(`${be.dispatch.baseKey(tenant, 'default')}:msg`, c.id);
+    expect(await claim()).toEqual([]);
+    await be.reconcile(); // expires the stranded flight, rescues the other two
+    expect((await claim()).map((j) => j.id).sort()).toEqual([a.id, b.id, c.id].sort());
   });
 
   it('publishes a job enqueued in a transaction only when it commits', async () => {

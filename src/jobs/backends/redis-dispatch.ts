@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
 import { DocketError } from '../../core/errors.js';
-import { ACK, BURY, CLAIM, EXPIRE, EXTEND, NACK, PUBLISH } from './redis-scripts.js';
+import { ACK, BURY, CLAIM, EXPIRE, EXTEND, NACK, PUBLISH, RESCUE } from './redis-scripts.js';
 
 /** A dispatch message: what a worker needs to find and claim its job in the store (SPEC Q-3). */
 export interface DispatchMessage {
@@ -76,6 +76,7 @@ const SCRIPTS = {
   docketBury: { numberOfKeys: 1, lua: BURY },
   docketExtend: { numberOfKeys: 1, lua: EXTEND },
   docketExpire: { numberOfKeys: 2, lua: EXPIRE },
+  docketRescue: { numberOfKeys: 2, lua: RESCUE },
 } as const;
 type ScriptCommands = Record<keyof typeof SCRIPTS, ScriptFn>;
 
@@ -327,6 +328,32 @@ export class RedisDispatch {
       limit,
     )) as string[];
     return out.map((json) => JSON.parse(json) as DispatchMessage);
+  }
+
+  /**
+   * Makes pending jobs claimable again whatever happened to their messages (RESCUE), in one
+   * round trip; returns how many needed it.
+   */
+  async rescue(jobs: readonly DispatchJob[], now: number): Promise<number> {
+    if (jobs.length === 0) return 0;
+    const pipe = this.redis.pipeline() as unknown as Record<
+      'docketRescue',
+      (...a: Array<string | number>) => void
+    > & { exec(): Promise<Array<[Error | null, unknown]> | null> };
+    for (const j of jobs) {
+      pipe.docketRescue(
+        this.base(j),
+        this.engineKey('lanes'),
+        JSON.stringify(this.messageOf(j)),
+        now,
+      );
+    }
+    let changed = 0;
+    for (const [err, v] of (await pipe.exec()) ?? []) {
+      if (err) throw err;
+      if (v === 1) changed++;
+    }
+    return changed;
   }
 
   /** Which of these jobs have a message (one round trip). */

@@ -105,15 +105,20 @@ while #out < limit and active > 0 do
         active = active + 1
         redis.call('ZREM', bestLane.base .. ':ready:' .. bestLane.type, best)
         local msgKey = bestLane.base .. ':msg'
-        local m = cjson.decode(redis.call('HGET', msgKey, best))
-        m.attempt = (tonumber(m.attempt) or 0) + 1
-        used = used + 1
-        m.message_id = ids[used] or m.message_id
-        local json = cjson.encode(m)
-        redis.call('HSET', msgKey, best, json)
-        redis.call('ZADD', bestLane.base .. ':inflight', deadline, best)
-        redis.call('SADD', basesKey, bestLane.tq)
-        table.insert(out, json)
+        local stored = redis.call('HGET', msgKey, best)
+        -- An entry whose message was lost (evicted, half-deleted) is dropped; reconciliation
+        -- republishes its job from the store.
+        if stored then
+          local m = cjson.decode(stored)
+          m.attempt = (tonumber(m.attempt) or 0) + 1
+          used = used + 1
+          m.message_id = ids[used] or m.message_id
+          local json = cjson.encode(m)
+          redis.call('HSET', msgKey, best, json)
+          redis.call('ZADD', bestLane.base .. ':inflight', deadline, best)
+          redis.call('SADD', basesKey, bestLane.tq)
+          table.insert(out, json)
+        end
       else
         exhausted[t] = true
       end
@@ -207,3 +212,40 @@ for _, tq in ipairs(redis.call('SMEMBERS', basesKey)) do
   if redis.call('ZCARD', base .. ':inflight') == 0 then redis.call('SREM', basesKey, tq) end
 end
 return out`;
+
+/**
+ * Reconciles one pending job (the store says it may run) with its message: publishes a message
+ * if there is none, and otherwise makes sure it can be claimed — back from the dead set (a
+ * replay whose Redis write failed), back from in-flight once the visibility deadline passed
+ * (a claim whose store write failed), into a ready or delayed set if it is in none, and its lane
+ * listed. Returns 1 when it changed anything.
+ */
+export const RESCUE = `${READY_SCORE}
+local base, lanes = KEYS[1], KEYS[2]
+local json, now = ARGV[1], tonumber(ARGV[2])
+local fresh = cjson.decode(json)
+local id, jtype = fresh.job_id, fresh.job_type
+local lane = fresh.tenant_id .. '\\t' .. fresh.queue .. '\\t' .. jtype
+local stored = redis.call('HGET', base .. ':msg', id)
+local m = stored and cjson.decode(stored) or fresh
+local changed = 0
+if not stored then redis.call('HSET', base .. ':msg', id, json); changed = 1 end
+local inReady = redis.call('ZSCORE', base .. ':ready:' .. jtype, id)
+local inDelayed = redis.call('ZSCORE', base .. ':delayed:' .. jtype, id)
+local deadline = redis.call('ZSCORE', base .. ':inflight', id)
+if deadline and tonumber(deadline) >= now then return changed end
+if deadline then redis.call('ZREM', base .. ':inflight', id); changed = 1 end
+if redis.call('ZREM', base .. ':dead', id) == 1 then changed = 1 end
+if not inReady and not inDelayed then
+  m.available_at = fresh.available_at
+  m.priority = fresh.priority
+  redis.call('HSET', base .. ':msg', id, cjson.encode(m))
+  if tonumber(fresh.available_at) > now then
+    redis.call('ZADD', base .. ':delayed:' .. jtype, fresh.available_at, id)
+  else
+    redis.call('ZADD', base .. ':ready:' .. jtype, readyScore(m), id)
+  end
+  changed = 1
+end
+if redis.call('SADD', lanes, lane) == 1 then changed = 1 end
+return changed`;

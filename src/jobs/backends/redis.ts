@@ -57,6 +57,15 @@ export class RedisJobBackend implements JobBackend {
   /** Connects to Redis (a clear error naming the URL if it is down) and reconciles. */
   async start(): Promise<void> {
     await this.dispatch.start();
+    try {
+      await this.startAfterConnect();
+    } catch (err) {
+      await this.stop().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private async startAfterConnect(): Promise<void> {
     await this.store.start();
     const sub = this.dispatch.client.duplicate();
     sub.on('error', (err) => this.logger.warn({ err }, 'Redis wake-up connection failed'));
@@ -90,6 +99,13 @@ export class RedisJobBackend implements JobBackend {
     return this.dispatch.publishMany(jobs, this.now());
   }
 
+  /** Publishes after the store committed; on failure, reconciliation republishes later. */
+  private async publishOrLog(jobs: readonly Job[]): Promise<void> {
+    await this.publish(jobs).catch((err: unknown) =>
+      this.logger.warn({ err }, 'publishing to Redis failed; reconciliation will republish'),
+    );
+  }
+
   private async wake(): Promise<void> {
     this.wakeups.emit('available');
     await this.dispatch.wake().catch((err: unknown) => this.logger.warn({ err }, 'wake failed'));
@@ -106,9 +122,7 @@ export class RedisJobBackend implements JobBackend {
     if (p.tx) {
       this.inTx.set(p.tx, [...(this.inTx.get(p.tx) ?? []), ...inserted]);
     } else {
-      await this.publish(inserted).catch((err: unknown) =>
-        this.logger.warn({ err }, 'publishing to Redis failed; reconciliation will republish'),
-      );
+      await this.publishOrLog(inserted);
     }
     return out;
   }
@@ -117,7 +131,8 @@ export class RedisJobBackend implements JobBackend {
   async jobTransactionCommitted(tx: TenantTransaction): Promise<void> {
     const jobs = this.inTx.get(tx);
     this.inTx.delete(tx);
-    if (jobs?.length) await this.publish(jobs);
+    // The transaction has committed: a Redis failure must not surface as its failure.
+    if (jobs?.length) await this.publishOrLog(jobs);
   }
 
   /**
@@ -150,12 +165,19 @@ export class RedisJobBackend implements JobBackend {
     });
     if (messages.length === 0) return { jobs: [], messages: 0 };
     const refs = messages.map(refOf);
-    const jobs = await this.store.jobClaimByKeys({
-      workerId: p.workerId,
-      jobs: refs.map((r) => ({ id: r.id, tenantId: r.tenantId })),
-      now: p.now,
-      leaseMs: p.leaseMs,
-    });
+    let jobs: Job[];
+    try {
+      jobs = await this.store.jobClaimByKeys({
+        workerId: p.workerId,
+        jobs: refs.map((r) => ({ id: r.id, tenantId: r.tenantId })),
+        now: p.now,
+        leaseMs: p.leaseMs,
+      });
+    } catch (err) {
+      // Not claimed in the store: the messages go back (reconciliation also rescues them).
+      for (const r of refs) await this.dispatch.nack(r, p.now, p.now).catch(() => undefined);
+      throw err;
+    }
     const claimed = new Set(jobs.map((j) => j.id));
     for (const r of refs) if (claimed.has(r.id)) this.held.set(r.id, r);
     const unclaimed = refs.filter((r) => !claimed.has(r.id));
@@ -176,8 +198,9 @@ export class RedisJobBackend implements JobBackend {
         await this.dispatch.bury(r, now);
       else if (s.status === 'pending')
         await this.dispatch.nack(r, Math.max(now, s.availableAt), now, s.availableAt);
-      // Running elsewhere: look again when its lease ends (the reaper requeues it if it died).
-      else await this.dispatch.nack(r, Math.max(now + 1, s.leaseUntil ?? now), now);
+      // Running elsewhere: look again when its lease ends (the reaper requeues it if it died),
+      // and no sooner than a second from now.
+      else await this.dispatch.nack(r, Math.max(now + 1000, s.leaseUntil ?? now), now);
     }
     await this.dispatch.ackMany(gone);
   }
@@ -327,7 +350,12 @@ export class RedisJobBackend implements JobBackend {
     audit: AuditEntry;
   }): Promise<JobChange | null> {
     const change = await this.store.jobCancel(p);
-    if (change?.changed) await this.dispatch.ack(change.job);
+    if (change?.changed) {
+      // A leftover message is dropped when it is next claimed (the store says canceled).
+      await this.dispatch
+        .ack(change.job)
+        .catch((err: unknown) => this.logger.warn({ err }, 'dropping a Redis message failed'));
+    }
     return change;
   }
 
@@ -341,8 +369,12 @@ export class RedisJobBackend implements JobBackend {
   }): Promise<JobChange | null> {
     const change = await this.store.jobReplay(p);
     if (change?.changed) {
-      await this.dispatch.ack(change.job);
-      await this.publish([change.job]);
+      // Rescue moves the job's message out of the dead set (or publishes one); if Redis fails
+      // here, reconciliation does the same.
+      await this.dispatch
+        .rescue([change.job], this.now())
+        .then(() => this.wake())
+        .catch((err: unknown) => this.logger.warn({ err }, 'republishing a replay failed'));
     }
     return change;
   }
@@ -401,17 +433,20 @@ export class RedisJobBackend implements JobBackend {
 
   private async reconcilePass(): Promise<number> {
     let republished = 0;
-    let afterId: string | undefined;
+    // Messages whose visibility passed go back to ready even where no reaper runs.
+    await this.dispatch.expire(this.now(), RECONCILE_PAGE);
+    let after: JobState | undefined;
     for (;;) {
-      const page = await this.store.jobPendingPage({ afterId, limit: RECONCILE_PAGE });
+      const page = await this.store.jobPendingPage({ after, limit: RECONCILE_PAGE });
       if (page.length === 0) break;
-      const has = await this.dispatch.has(page);
-      republished += await this.publish(page.filter((_, i) => !has[i]));
-      afterId = page[page.length - 1]?.id;
+      republished += await this.dispatch.rescue(page, this.now());
+      after = page[page.length - 1];
       if (page.length < RECONCILE_PAGE) break;
     }
-    if (republished)
-      this.logger.info({ republished }, 'republished pending jobs missing from Redis');
+    if (republished) {
+      this.logger.info({ republished }, 'made pending jobs claimable again in Redis');
+      await this.wake();
+    }
     return republished;
   }
 }

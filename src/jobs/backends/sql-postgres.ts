@@ -158,10 +158,12 @@ const STATE_COLUMNS = `j.id, j.tenant_id, j.queue, j.type, j.status, j.available
 
 const JOB_STATES = `select ${STATE_COLUMNS} from jobs j where ${ROWS_BY_KEY('$1', '$2')}`;
 
+// Walks jobs_claim (priority, available_at, id) by keyset: no sort of the pending set per page.
 const PENDING_PAGE = `
 select ${STATE_COLUMNS} from jobs j
-where j.status = 'pending' and ($1::uuid is null or j.id > $1)
-order by j.id limit $2`;
+where j.status = 'pending'
+  and ($1::int is null or (j.priority, j.available_at, j.id) > ($1, $3::bigint, $4::uuid))
+order by j.priority, j.available_at, j.id limit $2`;
 
 // One-row twins of the ctid-array statements, for the rows those skipped (see ROWS_BY_KEY).
 const COMPLETE_ONE = `
@@ -438,8 +440,13 @@ export class PostgresJobBackend extends SqlJobBackendBase implements JobBackend,
   }
 
   /** Pending jobs of every tenant, in id order. */
-  async jobPendingPage(p: { afterId?: string; limit: number }): Promise<JobState[]> {
-    const res = await this.query('docket_pending_page', PENDING_PAGE, [p.afterId ?? null, p.limit]);
+  async jobPendingPage(p: { after?: JobState; limit: number }): Promise<JobState[]> {
+    const res = await this.query('docket_pending_page', PENDING_PAGE, [
+      p.after?.priority ?? null,
+      p.limit,
+      p.after?.availableAt ?? null,
+      p.after?.id ?? null,
+    ]);
     return (res.rows as StateRow[]).map(rowToJobState);
   }
 

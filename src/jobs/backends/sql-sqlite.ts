@@ -58,8 +58,9 @@ const SQL = {
   states: `
     select ${STATE} from jobs where id in (select value from json_each(@ids))`,
   pendingPage: `
-    select ${STATE} from jobs where status = 'pending' and (@afterId is null or id > @afterId)
-    order by id limit @limit`,
+    select ${STATE} from jobs where status = 'pending'
+      and (@priority is null or (priority, available_at, id) > (@priority, @availableAt, @id))
+    order by priority, available_at, id limit @limit`,
   completeRemove: `
     delete from jobs where id = @id and locked_by = @workerId and status = 'processing'`,
   retry: `
@@ -196,9 +197,15 @@ export class SqliteJobBackend extends SqlJobBackendBase implements JobBackend, K
   }
 
   /** Pending jobs of every tenant, in id order. */
-  async jobPendingPage(p: { afterId?: string; limit: number }): Promise<JobState[]> {
+  async jobPendingPage(p: { after?: JobState; limit: number }): Promise<JobState[]> {
     const rows = await this.run(
-      (s) => s.pendingPage.all({ afterId: p.afterId ?? null, limit: p.limit }) as StateRow[],
+      (s) =>
+        s.pendingPage.all({
+          priority: p.after?.priority ?? null,
+          availableAt: p.after?.availableAt ?? null,
+          id: p.after?.id ?? null,
+          limit: p.limit,
+        }) as StateRow[],
     );
     return rows.map(rowToJobState);
   }
