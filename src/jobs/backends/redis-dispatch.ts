@@ -163,6 +163,14 @@ export class RedisDispatch {
     return `${this.prefix}:_:${name}`;
   }
 
+  /** A pipeline with the scripts as commands (one round trip for many calls). */
+  private pipeline(): Record<keyof typeof SCRIPTS, (...a: Array<string | number>) => void> & {
+    publish(channel: string, message: string): void;
+    exec(): Promise<Array<[Error | null, unknown]> | null>;
+  } {
+    return this.redis.pipeline() as unknown as ReturnType<RedisDispatch['pipeline']>;
+  }
+
   private base(r: DispatchRef): string {
     return this.baseKey(r.tenantId, r.queue);
   }
@@ -173,13 +181,7 @@ export class RedisDispatch {
    */
   async publishMany(jobs: readonly DispatchJob[], now: number): Promise<number> {
     if (jobs.length === 0) return 0;
-    const pipe = this.redis.pipeline() as unknown as Record<
-      'docketPublish',
-      (...a: Array<string | number>) => void
-    > & {
-      publish(channel: string, message: string): void;
-      exec(): Promise<Array<[Error | null, unknown]> | null>;
-    };
+    const pipe = this.pipeline();
     for (const j of jobs) {
       pipe.docketPublish(
         this.base(j),
@@ -214,22 +216,10 @@ export class RedisDispatch {
 
   /** Publishes a job's message unless it has one; false if it had. */
   async publish(job: DispatchJob, now: number): Promise<boolean> {
-    const m: DispatchMessage = {
-      message_id: this.options.newId(),
-      event_id: this.options.newId(),
-      job_id: job.id,
-      tenant_id: job.tenantId,
-      trace_id: job.traceId,
-      job_type: job.type,
-      attempt: job.attempts,
-      queue: job.queue,
-      priority: job.priority,
-      available_at: job.availableAt,
-    };
     const r = await this.scripts.docketPublish(
       this.base(job),
       this.engineKey('lanes'),
-      JSON.stringify(m),
+      JSON.stringify(this.messageOf(job)),
       now,
     );
     return r === 1;
@@ -263,10 +253,7 @@ export class RedisDispatch {
   /** Removes many jobs' messages in one round trip (a completed batch). */
   async ackMany(refs: readonly DispatchRef[]): Promise<void> {
     if (refs.length === 0) return;
-    const pipe = this.redis.pipeline() as unknown as Record<
-      'docketAck',
-      (...a: Array<string | number>) => void
-    > & { exec(): Promise<Array<[Error | null, unknown]> | null> };
+    const pipe = this.pipeline();
     for (const r of refs) pipe.docketAck(this.base(r), r.id, r.type);
     for (const [err] of (await pipe.exec()) ?? []) if (err) throw err;
   }
@@ -336,10 +323,7 @@ export class RedisDispatch {
    */
   async rescue(jobs: readonly DispatchJob[], now: number): Promise<number> {
     if (jobs.length === 0) return 0;
-    const pipe = this.redis.pipeline() as unknown as Record<
-      'docketRescue',
-      (...a: Array<string | number>) => void
-    > & { exec(): Promise<Array<[Error | null, unknown]> | null> };
+    const pipe = this.pipeline();
     for (const j of jobs) {
       pipe.docketRescue(
         this.base(j),

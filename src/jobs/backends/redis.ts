@@ -3,20 +3,21 @@ import { Redis } from 'ioredis';
 import type { Logger } from '../../core/logger.js';
 import type { TenantTransaction } from '../../store/index.js';
 import type {
-  AuditEntry,
   JobBackend,
   JobBackendCapabilities,
   JobChange,
   JobClaimBatchParams,
-  JobCompletion,
   JobFailureParams,
   JobInsertOutcome,
   JobRef,
   JobState,
   KeyedJobClaims,
 } from '../backend.js';
-import type { DlqItem, Job, JobListFilter, NewJob, Page } from '../types.js';
+import type { DlqItem, Job, Page } from '../types.js';
 import { RedisDispatch, refOf, type DispatchRef } from './redis-dispatch.js';
+
+/** The parameters of a JobBackend method. */
+type Params<K extends keyof JobBackend> = JobBackend[K] extends (p: infer P) => unknown ? P : never;
 
 const TERMINAL = new Set(['succeeded', 'failed', 'canceled']);
 const RECONCILE_PAGE = 1000;
@@ -112,11 +113,7 @@ export class RedisJobBackend implements JobBackend {
   }
 
   /** Inserts in the store, then publishes (after the caller's commit, for a transaction). */
-  async jobInsertMany(p: {
-    tenant: string;
-    jobs: NewJob[];
-    tx?: TenantTransaction;
-  }): Promise<JobInsertOutcome[]> {
+  async jobInsertMany(p: Params<'jobInsertMany'>): Promise<JobInsertOutcome[]> {
     const out = await this.store.jobInsertMany(p);
     const inserted = out.filter((o) => o.kind === 'inserted').map((o) => o.job);
     if (p.tx) {
@@ -225,12 +222,7 @@ export class RedisJobBackend implements JobBackend {
   }
 
   /** Completes in the store, then acks the messages of the jobs completed. */
-  async jobCompleteMany(p: {
-    workerId: string;
-    items: JobCompletion[];
-    now: number;
-    remove?: boolean;
-  }): Promise<string[]> {
+  async jobCompleteMany(p: Params<'jobCompleteMany'>): Promise<string[]> {
     const done = await this.store.jobCompleteMany(p);
     const byId = new Map(p.items.map((i) => [i.id, i] as const));
     const refs = await this.refsOf(done.map((id) => byId.get(id) as JobRef));
@@ -261,35 +253,24 @@ export class RedisJobBackend implements JobBackend {
   }
 
   /** DLQ step 2 (store only). */
-  jobDeadLetterRecord(p: {
-    id: string;
-    tenantId: string;
-    now: number;
-    dlqItemId: string;
-    audit: AuditEntry;
-  }): Promise<boolean> {
+  jobDeadLetterRecord(p: Params<'jobDeadLetterRecord'>): Promise<boolean> {
     return this.store.jobDeadLetterRecord(p);
   }
 
   /** DLQ step 3 (store only). */
-  jobDeadLetterFinish(p: { id: string; tenantId: string; now: number }): Promise<boolean> {
+  jobDeadLetterFinish(p: Params<'jobDeadLetterFinish'>): Promise<boolean> {
     return this.store.jobDeadLetterFinish(p);
   }
 
   /** Jobs stuck between DLQ steps (store only). */
-  jobDeadLetterStuck(p: {
-    limit: number;
-  }): Promise<Array<{ id: string; tenantId: string; status: string }>> {
+  jobDeadLetterStuck(
+    p: Params<'jobDeadLetterStuck'>,
+  ): Promise<Array<{ id: string; tenantId: string; status: string }>> {
     return this.store.jobDeadLetterStuck(p);
   }
 
   /** Extends leases in the store and the messages' visibility with them. */
-  async jobHeartbeat(p: {
-    workerId: string;
-    jobs: JobRef[];
-    leaseUntil: number;
-    now: number;
-  }): Promise<string[]> {
+  async jobHeartbeat(p: Params<'jobHeartbeat'>): Promise<string[]> {
     const held = await this.store.jobHeartbeat(p);
     const set = new Set(held);
     await this.dispatch
@@ -299,12 +280,7 @@ export class RedisJobBackend implements JobBackend {
   }
 
   /** Releases in the store; the messages are due again now. */
-  async jobRelease(p: {
-    workerId: string;
-    jobs: JobRef[];
-    now: number;
-    availableAt?: number;
-  }): Promise<string[]> {
+  async jobRelease(p: Params<'jobRelease'>): Promise<string[]> {
     const refs = await this.refsOf(p.jobs);
     const released = new Set(await this.store.jobRelease(p));
     const at = p.availableAt ?? p.now;
@@ -317,10 +293,9 @@ export class RedisJobBackend implements JobBackend {
   }
 
   /** Store reaper, plus redelivery of messages whose visibility expired. */
-  async jobReapExpired(p: {
-    now: number;
-    limit: number;
-  }): Promise<{ requeued: string[]; deadLettered: string[] }> {
+  async jobReapExpired(
+    p: Params<'jobReapExpired'>,
+  ): Promise<{ requeued: string[]; deadLettered: string[] }> {
     const r = await this.store.jobReapExpired(p);
     const redelivered = await this.dispatch.expire(p.now, p.limit);
     if (r.requeued.length || redelivered.length) await this.wake();
@@ -333,22 +308,17 @@ export class RedisJobBackend implements JobBackend {
   }
 
   /** One job (store). */
-  jobGet(p: { tenant: string; id: string }): Promise<Job | null> {
+  jobGet(p: Params<'jobGet'>): Promise<Job | null> {
     return this.store.jobGet(p);
   }
 
   /** A page of jobs (store). */
-  jobList(p: { tenant: string; filter: JobListFilter }): Promise<Page<Job>> {
+  jobList(p: Params<'jobList'>): Promise<Page<Job>> {
     return this.store.jobList(p);
   }
 
   /** Cancels in the store; the message is dropped. */
-  async jobCancel(p: {
-    tenant: string;
-    id: string;
-    now: number;
-    audit: AuditEntry;
-  }): Promise<JobChange | null> {
+  async jobCancel(p: Params<'jobCancel'>): Promise<JobChange | null> {
     const change = await this.store.jobCancel(p);
     if (change?.changed) {
       // A leftover message is dropped when it is next claimed (the store says canceled).
@@ -360,13 +330,7 @@ export class RedisJobBackend implements JobBackend {
   }
 
   /** Replays in the store; a fresh message is published. */
-  async jobReplay(p: {
-    tenant: string;
-    id: string;
-    now: number;
-    audit: AuditEntry;
-    requireDead: boolean;
-  }): Promise<JobChange | null> {
+  async jobReplay(p: Params<'jobReplay'>): Promise<JobChange | null> {
     const change = await this.store.jobReplay(p);
     if (change?.changed) {
       // Rescue moves the job's message out of the dead set (or publishes one); if Redis fails
@@ -380,32 +344,32 @@ export class RedisJobBackend implements JobBackend {
   }
 
   /** DLQ purge (store). */
-  dlqPurge(p: { tenant: string; jobId: string; audit: AuditEntry }): Promise<boolean> {
+  dlqPurge(p: Params<'dlqPurge'>): Promise<boolean> {
     return this.store.dlqPurge(p);
   }
 
   /** DLQ list (store). */
-  dlqList(p: { tenant: string; cursor?: string; limit: number }): Promise<Page<DlqItem>> {
+  dlqList(p: Params<'dlqList'>): Promise<Page<DlqItem>> {
     return this.store.dlqList(p);
   }
 
   /** Retention (store); messages of pruned jobs are already gone. */
-  jobPrune(p: { succeededBefore: number; failedBefore: number; limit: number }): Promise<number> {
+  jobPrune(p: Params<'jobPrune'>): Promise<number> {
     return this.store.jobPrune(p);
   }
 
   /** Rate limits are counted in the store (the truth), shared by every process. */
-  rateLimitTake(p: { key: string; windowStart: number; max: number; n: number }): Promise<number> {
+  rateLimitTake(p: Params<'rateLimitTake'>): Promise<number> {
     return this.store.rateLimitTake(p);
   }
 
   /** Removes old rate-limit counters (store). */
-  rateLimitPrune(p: { before: number }): Promise<number> {
+  rateLimitPrune(p: Params<'rateLimitPrune'>): Promise<number> {
     return this.store.rateLimitPrune(p);
   }
 
   /** Counts (store). */
-  jobCountByStatus(p: { tenant?: string }): Promise<Record<string, number>> {
+  jobCountByStatus(p: Params<'jobCountByStatus'>): Promise<Record<string, number>> {
     return this.store.jobCountByStatus(p);
   }
 
