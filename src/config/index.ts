@@ -87,6 +87,11 @@ export interface AuditConfig {
   maxBuffer: number;
   /** Longest `audit.record()` waits for buffer room before dropping the event, ms. Default 100. */
   maxBlockMs: number;
+  /**
+   * Whether batched writes run on a worker thread with its own store connection (chain hashing,
+   * serialization and the insert leave the recording thread). Default true.
+   */
+  writerThread: boolean;
 }
 
 /** Partial configuration accepted by createDocket; everything has a default. */
@@ -148,6 +153,7 @@ export function resolveConfig(options: DocketOptions = {}): DocketConfig {
       flushIntervalMs: options.audit?.flushIntervalMs ?? 200,
       maxBuffer: options.audit?.maxBuffer ?? 50_000,
       maxBlockMs: options.audit?.maxBlockMs ?? 100,
+      writerThread: options.audit?.writerThread ?? true,
     },
   };
   validateConfig(config);
