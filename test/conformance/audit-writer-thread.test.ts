@@ -54,6 +54,23 @@ describe.each(BACKENDS)('audit writer thread on %s', (backend) => {
     }
   });
 
+  it('text with backslashes, tabs and line breaks is stored exactly and still verifies', async () => {
+    const d = make();
+    const tenant = unique('t');
+    const awkward = 'a\\b\tc\nd\re \\N "q"';
+    const r = await d.audit.record(
+      'doc.edit',
+      { type: 'doc', id: awkward, name: awkward },
+      { tenant, userAgent: awkward, metadata: { awkward, nested: [awkward] } },
+    );
+    await d.audit.flush();
+    const e = await d.audit.get(r.id, { tenant });
+    expect(e.resource).toEqual({ type: 'doc', id: awkward, name: awkward });
+    expect(e.userAgent).toBe(awkward);
+    expect(e.metadata).toEqual({ awkward, nested: [awkward] });
+    expect(await d.audit.verify({ tenant })).toMatchObject({ ok: true, events: 1 });
+  });
+
   it('close() writes what is buffered and ends the thread', async () => {
     const d = make();
     const tenant = unique('t');

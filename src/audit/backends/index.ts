@@ -1,8 +1,8 @@
 import { PostgresAdapter, type Transaction } from 'kysely';
 import type { Store } from '../../store/index.js';
 import type { AuditEventsTable, DocketDatabase } from '../../store/schema.js';
-import { appendAuditEvents, type PreparedAuditEvent } from '../store.js';
-import { insertAuditRowsPostgres } from './sql-postgres.js';
+import type { PreparedAuditEvent } from '../store.js';
+import { appendAuditBatchPostgres, insertAuditRowsPostgres } from './sql-postgres.js';
 import { appendAuditBatchSqlite, insertAuditRowsSqlite } from './sql-sqlite.js';
 
 /** Inserts chained audit rows with one statement, in the dialect's fastest form. */
@@ -21,13 +21,11 @@ export function auditRowInserterFor(trx: Transaction<DocketDatabase>): AuditRowI
 /** Appends one batch of the batched writer in its own transaction. */
 export type AuditBatchAppender = (events: PreparedAuditEvent[], now: number) => Promise<void>;
 
-/** The batch appender for a store: SQLite writes on its raw connection, PostgreSQL via Kysely. */
+/** The batch appender for a store: SQLite on its raw connection, PostgreSQL through COPY. */
 export function auditBatchAppenderFor(store: Store): AuditBatchAppender {
   if (store.dialect === 'sqlite') {
     return (events, now) => store.exclusive((raw) => appendAuditBatchSqlite(raw, events, now));
   }
   return (events, now) =>
-    store.withSystemTransaction(async (trx) => {
-      await appendAuditEvents(trx, events, now);
-    });
+    store.withSystemClient((client) => appendAuditBatchPostgres(client, events, now));
 }
