@@ -1,6 +1,7 @@
 // The batched audit writer on its worker thread (SPEC A-5), against every store: what the
 // AuditWriter promises (flush after commit, retries, isolation of refused events, drop
 // counting, a clean close) must hold when the appends run on another thread and connection.
+import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { AuditThreadAppender, type PreparedAuditEvent } from '../../src/audit/index.js';
 import { resolveConfig } from '../../src/config/index.js';
@@ -104,6 +105,30 @@ describe.each(BACKENDS)('audit writer thread on %s', (backend) => {
       .execute();
     expect(alerts).toHaveLength(1);
   });
+
+  it.runIf(backend === 'postgres')(
+    'without the TEMPORARY privilege batches stay buffered and are retried, not dropped',
+    async () => {
+      const admin = new pg.Client({ connectionString: ts.url });
+      await admin.connect();
+      const database = (await admin.query('select current_database() as d')).rows[0].d as string;
+      await admin.query(`revoke temporary on database ${database} from public`);
+      try {
+        const d = make();
+        const tenant = unique('t');
+        await d.audit.record('doc.edit', { type: 'doc', id: '1' }, { tenant });
+        const err = await d.audit.flush().catch((e: unknown) => e);
+        expect(isDocketError(err, 'STORE_UNAVAILABLE')).toBe(true);
+        expect(await droppedCount(d, 'rejected')).toBe(0);
+        await admin.query(`grant temporary on database ${database} to public`);
+        await d.audit.flush();
+        expect(await d.audit.verify({ tenant })).toMatchObject({ ok: true, events: 1 });
+      } finally {
+        await admin.query(`grant temporary on database ${database} to public`);
+        await admin.end();
+      }
+    },
+  );
 
   it('a thread that cannot reach the store fails appends as STORE_UNAVAILABLE, so they are retried, not dropped', async () => {
     const config = resolveConfig(

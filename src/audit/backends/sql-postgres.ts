@@ -1,5 +1,6 @@
 import { sql, type Transaction } from 'kysely';
 import type pg from 'pg';
+import { DocketError } from '../../core/errors.js';
 import type { AuditEventsTable, DocketDatabase } from '../../store/schema.js';
 import {
   GENESIS_HASH,
@@ -141,10 +142,21 @@ export async function appendAuditBatchPostgres(
   events: readonly PreparedAuditEvent[],
   now: number,
 ): Promise<void> {
-  await client.query(
-    `create temp table if not exists audit_events_incoming
-       (like audit_events) on commit delete rows`,
-  );
+  await client
+    .query(
+      `create temp table if not exists audit_events_incoming
+         (like audit_events) on commit delete rows`,
+    )
+    .catch((err: unknown) => {
+      // Not the events' fault (e.g. TEMPORARY revoked): they must stay buffered and be
+      // retried, with the writer's alert, not isolated one by one and dropped as refused.
+      throw new DocketError(
+        'STORE_UNAVAILABLE',
+        `cannot create the audit staging table: ${(err as Error).message}`,
+        { code: (err as { code?: string }).code },
+        { cause: err },
+      );
+    });
   await client.query('begin');
   try {
     const rows: AuditEventsTable[] = [];
