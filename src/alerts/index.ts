@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import type { DocketDatabase } from '../store/schema.js';
 
 /** Severity of an alert. */
@@ -49,7 +49,11 @@ export async function raiseAlert(
     .onConflict((oc) =>
       oc
         .column('key')
-        .where('status', '<>', 'resolved')
+        // A literal, not a parameter: SQLite matches an upsert's target to the partial index
+        // alerts_open_key only when the WHERE is the index's own text ("ON CONFLICT clause does
+        // not match any PRIMARY KEY or UNIQUE constraint" otherwise, so no alert was ever
+        // written on SQLite).
+        .where('status', '<>', sql.lit('resolved'))
         .doUpdateSet((eb) => ({
           occurrences: eb('alerts.occurrences', '+', 1),
           last_seen_at: now,

@@ -1,5 +1,6 @@
 import { sha256Hex } from '../core/canonical-json.js';
 import type { AuditEventsTable } from '../store/schema.js';
+import type { PreparedAuditEvent } from './store.js';
 
 /** prev_hash of a tenant's first event. */
 export const GENESIS_HASH = '0'.repeat(64);
@@ -32,6 +33,48 @@ export function chainHash(prevHash: string, f: HashedFields): string {
     f.data,
   ]);
   return sha256Hex(`${prevHash}\n${content}`);
+}
+
+/** A tenant's chain head: the last event's seq and hash. */
+export interface AuditChainHead {
+  /** Seq of the tenant's last event (0 before the first). */
+  seq: number;
+  /** Hash of the tenant's last event (GENESIS_HASH before the first). */
+  hash: string;
+}
+
+/** The events of each tenant, tenants in sorted order (the chain lock order). */
+export function auditEventsByTenant(
+  events: readonly PreparedAuditEvent[],
+): Array<[string, PreparedAuditEvent[]]> {
+  const byTenant = new Map<string, PreparedAuditEvent[]>();
+  for (const e of events) {
+    const list = byTenant.get(e.tenant_id);
+    if (list) list.push(e);
+    else byTenant.set(e.tenant_id, [e]);
+  }
+  return [...byTenant].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+/**
+ * Chains one tenant's events after `head`, pushing the stored rows onto `rows`; returns the new
+ * head. One object per row (the hash is filled in after the row exists).
+ */
+export function chainAuditEvents(
+  events: readonly PreparedAuditEvent[],
+  head: AuditChainHead,
+  rows: AuditEventsTable[],
+): AuditChainHead {
+  let seq = head.seq;
+  let prev = head.hash;
+  for (const e of events) {
+    seq += 1;
+    const row: AuditEventsTable = { ...e, seq, prev_hash: prev, hash: '' };
+    row.hash = chainHash(prev, row);
+    rows.push(row);
+    prev = row.hash;
+  }
+  return { seq, hash: prev };
 }
 
 // NUL characters and lone UTF-16 surrogates cannot be stored in PostgreSQL text/jsonb (and

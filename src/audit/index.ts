@@ -1,6 +1,7 @@
 // The audit module's public face (SPEC A): other folders import only from here.
 export { AuditService, type AuditServiceDeps, type AuditSettings } from './service.js';
 export { AuditWriter, type AuditWriterOptions } from './writer.js';
+export { AuditThreadAppender } from './thread-appender.js';
 export {
   AUDIT_EVENT_MAX_BYTES,
   LIBRARY_PRINCIPAL,

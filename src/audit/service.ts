@@ -7,7 +7,8 @@ import { DocketError } from '../core/errors.js';
 import type { IdGenerator } from '../core/ids.js';
 import type { Logger } from '../core/logger.js';
 import type { DocketMetrics } from '../core/metrics.js';
-import type { DocketDatabase, StoreBase } from '../store/index.js';
+import type { DocketDatabase, Store } from '../store/index.js';
+import { auditBatchAppenderFor } from './backends/index.js';
 import { prepareAuditEvent } from './event.js';
 import {
   appendAuditEvents,
@@ -33,6 +34,7 @@ import {
   type AuditResource,
   type AuditVerifyResult,
 } from './types.js';
+import { AuditThreadAppender } from './thread-appender.js';
 import { AuditWriter } from './writer.js';
 
 const DAY = 86_400_000;
@@ -40,7 +42,7 @@ const PURGE_BATCH = 1000;
 
 /** What the audit service needs. */
 export interface AuditServiceDeps {
-  store: StoreBase;
+  store: Store;
   config: DocketConfig;
   clock: Clock;
   ids: IdGenerator;
@@ -64,6 +66,8 @@ export interface AuditSettings {
 export class AuditService {
   /** The batched writer behind `record()` without a transaction. */
   readonly writer: AuditWriter;
+  /** The thread the writer appends on (undefined with `audit.writerThread: false`). */
+  readonly writerThread: AuditThreadAppender | undefined;
   private readonly actions: Set<string> | undefined;
   private readonly resources: Set<string> | undefined;
 
@@ -73,12 +77,17 @@ export class AuditService {
     this.resources =
       def && new Set<string>([...BUILTIN_AUDIT_RESOURCES, ...Object.keys(def.resources)]);
     const m = deps.metrics;
+    const thread = deps.config.audit.writerThread
+      ? new AuditThreadAppender(deps.config)
+      : undefined;
+    this.writerThread = thread;
+    const appendInProcess = auditBatchAppenderFor(deps.store);
     this.writer = new AuditWriter(
       {
-        append: (events) =>
-          deps.store.withSystemTransaction((trx) =>
-            appendAuditEvents(trx, events, deps.clock.now()).then(() => undefined),
-          ),
+        append: thread
+          ? (events) => thread.append(events, deps.clock.now())
+          : (events) => appendInProcess(events, deps.clock.now()),
+        release: thread && (() => thread.close()),
         raiseAlert: (a) =>
           raiseAlert(
             deps.store.systemDb,

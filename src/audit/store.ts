@@ -3,7 +3,13 @@ import { sql, type Kysely, type Transaction } from 'kysely';
 import { DocketError } from '../core/errors.js';
 import type { AuditEventsTable, DocketDatabase } from '../store/schema.js';
 import { auditRowInserterFor } from './backends/index.js';
-import { GENESIS_HASH, chainHash } from './chain.js';
+import {
+  GENESIS_HASH,
+  auditEventsByTenant,
+  chainAuditEvents,
+  chainHash,
+  type AuditChainHead,
+} from './chain.js';
 import { idAtTime } from './event.js';
 import { isUuid } from '../core/ids.js';
 import type { AuditContent } from './content.js';
@@ -29,41 +35,26 @@ export async function appendAuditEvents(
   events: readonly PreparedAuditEvent[],
   now: number,
 ): Promise<AuditEventsTable[]> {
-  const byTenant = new Map<string, PreparedAuditEvent[]>();
-  for (const e of events) {
-    const list = byTenant.get(e.tenant_id) ?? [];
-    list.push(e);
-    byTenant.set(e.tenant_id, list);
-  }
   const rows: AuditEventsTable[] = [];
-  const heads: Array<{ tenant: string; seq: number; hash: string }> = [];
-  for (const tenant of [...byTenant.keys()].sort()) {
+  const heads: Array<[string, AuditChainHead]> = [];
+  for (const [tenant, list] of auditEventsByTenant(events)) {
     const head = await trx
       .insertInto('audit_chain')
       .values({ tenant_id: tenant, seq: 0, hash: GENESIS_HASH, updated_at: now })
       .onConflict((oc) => oc.column('tenant_id').doUpdateSet({ updated_at: now }))
       .returning(['seq', 'hash'])
       .executeTakeFirstOrThrow();
-    let seq = Number(head.seq);
-    let prev = head.hash;
-    for (const e of byTenant.get(tenant) ?? []) {
-      seq += 1;
-      const hashed = { ...e, seq };
-      const hash = chainHash(prev, hashed);
-      rows.push({ ...hashed, prev_hash: prev, hash });
-      prev = hash;
-    }
-    heads.push({ tenant, seq, hash: prev });
+    heads.push([tenant, chainAuditEvents(list, { seq: Number(head.seq), hash: head.hash }, rows)]);
   }
   const insert = auditRowInserterFor(trx);
   for (let i = 0; i < rows.length; i += INSERT_CHUNK) {
     await insert(trx, rows.slice(i, i + INSERT_CHUNK));
   }
-  for (const h of heads) {
+  for (const [tenant, h] of heads) {
     await trx
       .updateTable('audit_chain')
       .set({ seq: h.seq, hash: h.hash, updated_at: now })
-      .where('tenant_id', '=', h.tenant)
+      .where('tenant_id', '=', tenant)
       .execute();
   }
   return rows;

@@ -29,6 +29,8 @@ export interface AuditWriterDeps {
     message: string;
     details: Record<string, unknown>;
   }): Promise<void>;
+  /** Frees what `append` holds (the writer thread); called last by `stop()`. */
+  release?(): Promise<void>;
   /** Counters for /metrics. */
   metrics: {
     written(n: number): void;
@@ -239,5 +241,6 @@ export class AuditWriter implements Service {
       this.drop(this.buffer.length, 'shutdown');
       this.buffer = [];
     }
+    await this.deps.release?.();
   }
 }

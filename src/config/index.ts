@@ -89,6 +89,13 @@ export interface AuditConfig {
   maxBuffer: number;
   /** Longest `audit.record()` waits for buffer room before dropping the event, ms. Default 100. */
   maxBlockMs: number;
+  /**
+   * Whether batched writes run on a worker thread with its own store connection (chain hashing,
+   * serialization and the insert leave the recording thread). Default true on PostgreSQL;
+   * false on SQLite, where a second connection's write lock would make the recording thread's
+   * own writes (job claims, completions) wait synchronously for each flush to commit.
+   */
+  writerThread: boolean;
 }
 
 /** The queue backend: the store itself (default), or Redis as the dispatch lane. */
@@ -185,6 +192,7 @@ export function resolveConfig(options: DocketOptions = {}): DocketConfig {
       flushIntervalMs: options.audit?.flushIntervalMs ?? 200,
       maxBuffer: options.audit?.maxBuffer ?? 50_000,
       maxBlockMs: options.audit?.maxBlockMs ?? 100,
+      writerThread: options.audit?.writerThread ?? store.dialect === 'postgres',
     },
   };
   validateConfig(config);

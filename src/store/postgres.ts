@@ -35,6 +35,11 @@ export interface PostgresStore extends StoreBase {
   readonly tenantPool: pg.Pool;
   /** Connection settings for dedicated clients (LISTEN). */
   readonly connectionString: string;
+  /**
+   * Runs `fn` on one system-role connection of the pool, for protocol features Kysely does not
+   * expose (COPY); connection errors become STORE_UNAVAILABLE. `fn` owns any transaction it opens.
+   */
+  withSystemClient<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T>;
 }
 
 function makePool(url: string, role: string | undefined, max: number, logger: Logger): pg.Pool {
@@ -93,6 +98,22 @@ export async function openPostgresStore(
     },
     async withSystemTransaction<T>(fn: (trx: Transaction<DocketDatabase>) => Promise<T>) {
       return translate(() => systemDb.transaction().execute(fn));
+    },
+    async withSystemClient<T>(fn: (client: pg.PoolClient) => Promise<T>) {
+      return translate(async () => {
+        const client = await systemPool.connect();
+        let failed: unknown;
+        try {
+          return await fn(client);
+        } catch (err) {
+          failed = err;
+          throw err;
+        } finally {
+          // A connection whose work failed is not reused: its state (an aborted COPY, a
+          // transaction left open) is unknown.
+          client.release(failed instanceof Error ? failed : undefined);
+        }
+      });
     },
     async migrate() {
       // Roles and migrations need the connecting user itself (not the limited roles).

@@ -1,7 +1,9 @@
 import { PostgresAdapter, type Transaction } from 'kysely';
+import type { Store } from '../../store/index.js';
 import type { AuditEventsTable, DocketDatabase } from '../../store/schema.js';
-import { insertAuditRowsPostgres } from './sql-postgres.js';
-import { insertAuditRowsSqlite } from './sql-sqlite.js';
+import type { PreparedAuditEvent } from '../store.js';
+import { appendAuditBatchPostgres, insertAuditRowsPostgres } from './sql-postgres.js';
+import { appendAuditBatchSqlite, insertAuditRowsSqlite } from './sql-sqlite.js';
 
 /** Inserts chained audit rows with one statement, in the dialect's fastest form. */
 export type AuditRowInserter = (
@@ -9,9 +11,21 @@ export type AuditRowInserter = (
   rows: readonly AuditEventsTable[],
 ) => Promise<void>;
 
-/** The inserter for the transaction's dialect (the one place the dialect is chosen). */
+/** The inserter for the transaction's dialect. */
 export function auditRowInserterFor(trx: Transaction<DocketDatabase>): AuditRowInserter {
   return trx.getExecutor().adapter instanceof PostgresAdapter
     ? insertAuditRowsPostgres
     : insertAuditRowsSqlite;
+}
+
+/** Appends one batch of the batched writer in its own transaction. */
+export type AuditBatchAppender = (events: PreparedAuditEvent[], now: number) => Promise<void>;
+
+/** The batch appender for a store: SQLite on its raw connection, PostgreSQL through COPY. */
+export function auditBatchAppenderFor(store: Store): AuditBatchAppender {
+  if (store.dialect === 'sqlite') {
+    return (events, now) => store.exclusive((raw) => appendAuditBatchSqlite(raw, events, now));
+  }
+  return (events, now) =>
+    store.withSystemClient((client) => appendAuditBatchPostgres(client, events, now));
 }

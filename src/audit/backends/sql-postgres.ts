@@ -1,5 +1,14 @@
 import { sql, type Transaction } from 'kysely';
+import type pg from 'pg';
+import { DocketError } from '../../core/errors.js';
 import type { AuditEventsTable, DocketDatabase } from '../../store/schema.js';
+import {
+  GENESIS_HASH,
+  auditEventsByTenant,
+  chainAuditEvents,
+  type AuditChainHead,
+} from '../chain.js';
+import type { PreparedAuditEvent } from '../store.js';
 
 /**
  * One multi-row insert of audit events on PostgreSQL: one array parameter per column expanded
@@ -26,4 +35,165 @@ export async function insertAuditRowsPostgres(
       ${col((r) => r.client_ip)}::text[], ${col((r) => r.user_agent)}::text[],
       ${col((r) => r.data)}::json[], ${col((r) => r.created_at)}::bigint[],
       ${col((r) => r.prev_hash)}::text[], ${col((r) => r.hash)}::text[])`.execute(trx);
+}
+
+// Column order of the COPY rows (the staging table is `like audit_events`, same order).
+const COPY_COLUMNS = [
+  'id',
+  'tenant_id',
+  'seq',
+  'action',
+  'outcome',
+  'resource_type',
+  'resource_id',
+  'resource_name',
+  'actor_type',
+  'actor_id',
+  'actor_display',
+  'trace_id',
+  'client_ip',
+  'user_agent',
+  'data',
+  'created_at',
+  'prev_hash',
+  'hash',
+] as const satisfies ReadonlyArray<keyof AuditEventsTable>;
+const COLUMN_LIST = COPY_COLUMNS.join(', ');
+
+const COPY_SPECIAL = /[\\\t\n\r]/;
+const COPY_ESCAPES: Record<string, string> = {
+  '\\': '\\\\',
+  '\t': '\\t',
+  '\n': '\\n',
+  '\r': '\\r',
+};
+
+// One field in COPY's text format: NULL is \N; backslash, tab, newline and CR are escaped.
+function copyField(v: string | number | null): string {
+  if (v === null) return '\\N';
+  if (typeof v === 'number') return String(v);
+  return COPY_SPECIAL.test(v) ? v.replace(/[\\\t\n\r]/g, (c) => COPY_ESCAPES[c] as string) : v;
+}
+
+function copyText(rows: readonly AuditEventsTable[]): string {
+  let out = '';
+  for (const r of rows) {
+    out += copyField(r.id);
+    for (let i = 1; i < COPY_COLUMNS.length; i++) {
+      out +=
+        '\t' + copyField(r[COPY_COLUMNS[i] as keyof AuditEventsTable] as string | number | null);
+    }
+    out += '\n';
+  }
+  return out;
+}
+
+/** A `COPY … FROM STDIN` of one prepared payload, as a pg submittable (pg has no COPY API). */
+class CopyIn implements pg.Submittable {
+  private error: Error | undefined;
+  readonly promise: Promise<void>;
+  private settle!: (err?: Error) => void;
+
+  constructor(
+    private readonly text: string,
+    private readonly payload: Buffer,
+  ) {
+    this.promise = new Promise((resolve, reject) => {
+      this.settle = (err) => (err ? reject(err) : resolve());
+    });
+  }
+
+  submit(connection: pg.Connection): void {
+    (connection as unknown as CopyConnection).query(this.text);
+  }
+  handleCopyInResponse(connection: pg.Connection): void {
+    const c = connection as unknown as CopyConnection;
+    c.sendCopyFromChunk(this.payload);
+    c.endCopyFrom();
+  }
+  handleError(err: Error): void {
+    this.error = err;
+  }
+  handleCommandComplete(): void {}
+  handleReadyForQuery(): void {
+    this.settle(this.error);
+  }
+}
+
+// The protocol methods of pg's Connection that COPY needs (not in its type declarations).
+interface CopyConnection {
+  query(text: string): void;
+  sendCopyFromChunk(chunk: Buffer): void;
+  endCopyFrom(): void;
+}
+
+/**
+ * Appends one batch of the batched writer on a system-role connection in one transaction:
+ * lock each tenant's head (the same upsert as appendAuditEvents), chain, COPY the rows into a
+ * session temp table and insert them from there, move the heads. COPY cannot target
+ * audit_events itself (PostgreSQL refuses COPY FROM into a table with row-level security),
+ * hence the staging table. Server CPU for 200,000 stored events in 5,000-row statements
+ * (PostgreSQL 15, this table and its indexes): 5.04 s with the unnest insert,
+ * 3.06 s with COPY into the staging table plus INSERT … SELECT (2.68 s for a COPY straight into
+ * an RLS-free copy of the table); the unnest form spends the difference parsing 18 text arrays.
+ */
+export async function appendAuditBatchPostgres(
+  client: pg.PoolClient,
+  events: readonly PreparedAuditEvent[],
+  now: number,
+): Promise<void> {
+  await client
+    .query(
+      `create temp table if not exists audit_events_incoming
+         (like audit_events) on commit delete rows`,
+    )
+    .catch((err: unknown) => {
+      // Not the events' fault (e.g. TEMPORARY revoked): they must stay buffered and be
+      // retried, with the writer's alert, not isolated one by one and dropped as refused.
+      throw new DocketError(
+        'STORE_UNAVAILABLE',
+        `cannot create the audit staging table: ${(err as Error).message}`,
+        { code: (err as { code?: string }).code },
+        { cause: err },
+      );
+    });
+  await client.query('begin');
+  try {
+    const rows: AuditEventsTable[] = [];
+    const heads: Array<[string, AuditChainHead]> = [];
+    for (const [tenant, list] of auditEventsByTenant(events)) {
+      const res = await client.query<{ seq: number; hash: string }>({
+        name: 'docket_audit_lock_head',
+        text: `insert into audit_chain (tenant_id, seq, hash, updated_at) values ($1, 0, $2, $3)
+               on conflict (tenant_id) do update set updated_at = excluded.updated_at
+               returning seq, hash`,
+        values: [tenant, GENESIS_HASH, now],
+      });
+      const head = res.rows[0] as { seq: number; hash: string };
+      heads.push([
+        tenant,
+        chainAuditEvents(list, { seq: Number(head.seq), hash: head.hash }, rows),
+      ]);
+    }
+    const copy = new CopyIn(
+      `copy audit_events_incoming (${COLUMN_LIST}) from stdin`,
+      Buffer.from(copyText(rows), 'utf8'),
+    );
+    client.query(copy);
+    await copy.promise;
+    await client.query(
+      `insert into audit_events (${COLUMN_LIST}) select ${COLUMN_LIST} from audit_events_incoming`,
+    );
+    for (const [tenant, h] of heads) {
+      await client.query({
+        name: 'docket_audit_move_head',
+        text: 'update audit_chain set seq = $1, hash = $2, updated_at = $3 where tenant_id = $4',
+        values: [h.seq, h.hash, now, tenant],
+      });
+    }
+    await client.query('commit');
+  } catch (err) {
+    await client.query('rollback').catch(() => undefined);
+    throw err;
+  }
 }
