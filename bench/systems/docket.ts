@@ -104,8 +104,8 @@ export async function createDocketSystem(o: DocketSystemOptions): Promise<BenchS
       const r = await sys
         .selectFrom('jobs')
         .select((eb) => eb.fn.countAll<number | string>().as('n'))
-        // With removal every row left is unfinished; otherwise every row not yet succeeded.
-        .where('status', '<>', o.removeSucceeded ? '' : 'succeeded')
+        // With removal, the only succeeded rows left are Docket's own maintenance jobs.
+        .where('status', '<>', 'succeeded')
         .executeTakeFirstOrThrow();
       return Number(r.n);
     },
