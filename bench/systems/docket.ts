@@ -112,6 +112,8 @@ export async function createDocketSystem(o: DocketSystemOptions): Promise<BenchS
     async reset() {
       const sys = await d().internals.systemDb();
       await sys.deleteFrom('jobs').execute();
+      // Deleting rows behind Docket's back leaves their Redis messages: clear them too.
+      if (o.redis) await deleteRedisPrefix(redisPrefix);
       if (db) await db.exec('vacuum analyze');
       else await sql`vacuum`.execute(sys);
     },

@@ -22,7 +22,7 @@ type Params<K extends keyof JobBackend> = JobBackend[K] extends (p: infer P) => 
 const TERMINAL = new Set(['succeeded', 'failed', 'canceled']);
 const RECONCILE_PAGE = 1000;
 /** Claim rounds per jobClaimBatch when the store turns messages down. */
-const CLAIM_ROUNDS = 4;
+const CLAIM_ROUNDS = 16;
 
 /**
  * `DOCKET_QUEUE=redis`: the store (SQLite or PostgreSQL) stays the truth for every job; Redis
@@ -135,8 +135,9 @@ export class RedisJobBackend implements JobBackend {
   /**
    * Pops messages round-robin across tenants, then claims their jobs in the store. Messages
    * the store turns down (stale: the job finished, was pruned, or is not due) are settled and
-   * more are popped, a few rounds at most, so stale messages never make a worker with work
-   * waiting go to sleep.
+   * more are popped, up to 16 rounds, so stale messages rarely make a worker with work waiting
+   * go to sleep (a mass of them, left by rows deleted behind Docket's back, is cleared at up to
+   * 16 × limit per claim).
    */
   async jobClaimBatch(p: JobClaimBatchParams): Promise<Job[]> {
     const jobs: Job[] = [];
