@@ -2,6 +2,28 @@ import { sha256Hex } from '../core/canonical-json.js';
 import type { AuditEventsTable } from '../store/schema.js';
 import type { PreparedAuditEvent } from './store.js';
 
+/** Every column of audit_events, in table order (COPY rows and verification read them so). */
+export const AUDIT_EVENT_COLUMNS = [
+  'id',
+  'tenant_id',
+  'seq',
+  'action',
+  'outcome',
+  'resource_type',
+  'resource_id',
+  'resource_name',
+  'actor_type',
+  'actor_id',
+  'actor_display',
+  'trace_id',
+  'client_ip',
+  'user_agent',
+  'data',
+  'created_at',
+  'prev_hash',
+  'hash',
+] as const satisfies ReadonlyArray<keyof AuditEventsTable>;
+
 /** prev_hash of a tenant's first event. */
 export const GENESIS_HASH = '0'.repeat(64);
 

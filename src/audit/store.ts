@@ -4,6 +4,7 @@ import { DocketError } from '../core/errors.js';
 import type { AuditEventsTable, DocketDatabase } from '../store/schema.js';
 import { auditRowInserterFor } from './backends/index.js';
 import {
+  AUDIT_EVENT_COLUMNS,
   GENESIS_HASH,
   auditEventsByTenant,
   chainAuditEvents,
@@ -164,25 +165,8 @@ export async function auditTenants(db: Db): Promise<string[]> {
 }
 
 const VERIFY_PAGE = 1000;
-const HASHED_COLUMNS = [
-  'id',
-  'tenant_id',
-  'seq',
-  'action',
-  'outcome',
-  'resource_type',
-  'resource_id',
-  'resource_name',
-  'actor_type',
-  'actor_id',
-  'actor_display',
-  'trace_id',
-  'client_ip',
-  'user_agent',
-  'created_at',
-  'prev_hash',
-  'hash',
-] as const;
+// Every column but data, which verification selects as its exact stored text.
+const HASHED_COLUMNS = AUDIT_EVENT_COLUMNS.filter((c) => c !== 'data');
 
 /**
  * Walks one tenant's chain from its latest retention checkpoint (or the genesis) to its head

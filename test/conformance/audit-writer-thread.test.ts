@@ -2,11 +2,11 @@
 // AuditWriter promises (flush after commit, retries, isolation of refused events, drop
 // counting, a clean close) must hold when the appends run on another thread and connection.
 import pg from 'pg';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { AuditThreadAppender, type PreparedAuditEvent } from '../../src/audit/index.js';
 import { resolveConfig } from '../../src/config/index.js';
-import { createDocket, isDocketError, type Docket } from '../../src/index.js';
-import { BACKENDS, createTestStore, type TestStore } from '../helpers/backends.js';
+import { isDocketError, type Docket } from '../../src/index.js';
+import { BACKENDS, useDocketSuite } from '../helpers/backends.js';
 
 type Jobs = Record<string, unknown>;
 let n = 0;
@@ -21,30 +21,8 @@ async function droppedCount(d: Docket, reason: string): Promise<number> {
 }
 
 describe.each(BACKENDS)('audit writer thread on %s', (backend) => {
-  let ts: TestStore;
-  const opened: Docket[] = [];
-  const make = () => {
-    const d = createDocket<Jobs>({
-      store: ts.store,
-      dataDir: ts.dataDir,
-      reapIntervalMs: 0,
-      // The thread is the default on PostgreSQL only; this suite tests it on both stores.
-      audit: { writerThread: true },
-    });
-    opened.push(d as Docket);
-    return d;
-  };
-
-  beforeAll(async () => {
-    ts = await createTestStore(backend);
-    await make().migrate();
-  });
-  afterEach(async () => {
-    for (const d of opened.splice(0)) await d.close();
-  });
-  afterAll(async () => {
-    await ts.dispose();
-  });
+  // The thread is the default on PostgreSQL only; this suite tests it on both stores.
+  const { make } = useDocketSuite<Jobs>(backend, { audit: { writerThread: true } });
 
   it('flush() resolves once every event queued before it is committed by the thread', async () => {
     const d = make();
@@ -135,31 +113,11 @@ describe.each(BACKENDS)('audit writer thread on %s', (backend) => {
 
 // PostgreSQL only (SQLite has no privileges): its own block, so no case is skipped anywhere.
 describe('audit writer thread on PostgreSQL', () => {
-  let ts: TestStore;
-  const opened: Docket[] = [];
-  const make = () => {
-    const d = createDocket<Jobs>({
-      store: ts.store,
-      dataDir: ts.dataDir,
-      reapIntervalMs: 0,
-      audit: { writerThread: true },
-    });
-    opened.push(d);
-    return d;
-  };
-  beforeAll(async () => {
-    ts = await createTestStore('postgres');
-    await make().migrate();
-  });
-  afterEach(async () => {
-    for (const d of opened.splice(0)) await d.close();
-  });
-  afterAll(async () => {
-    await ts.dispose();
-  });
+  const suite = useDocketSuite<Jobs>('postgres', { audit: { writerThread: true } });
+  const make = suite.make;
 
   it('without the TEMPORARY privilege batches stay buffered and are retried, not dropped', async () => {
-    const admin = new pg.Client({ connectionString: ts.url });
+    const admin = new pg.Client({ connectionString: suite.ts.url });
     await admin.connect();
     const database = (await admin.query('select current_database() as d')).rows[0].d as string;
     await admin.query(`revoke temporary on database ${database} from public`);

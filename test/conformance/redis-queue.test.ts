@@ -1,42 +1,20 @@
 // Redis-specific cases of the queue (SPEC Q-3, Q-11, Q-14, T-3) on top of the conformance suite,
 // which runs unchanged with `queue=redis` (QUEUE_BACKENDS): recovery when Redis loses its keys,
 // publication after the caller's commit, tenant fairness, an unreachable server.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createDocket, type Docket } from '../../src/index.js';
+import { describe, expect, it } from 'vitest';
+import type { Docket } from '../../src/index.js';
 import type { RedisJobBackend } from '../../src/jobs/backends/redis.js';
-import { createTestStore, waitFor, type TestStore } from '../helpers/backends.js';
+import { useDocketSuite, waitFor } from '../helpers/backends.js';
 
 type Jobs = Record<string, unknown>;
 let seq = 0;
 const unique = (p: string) => `${p}${++seq}${Math.random().toString(36).slice(2, 6)}`;
 
 describe.each(['sqlite+redis', 'postgres+redis'] as const)('Redis queue on %s', (backend) => {
-  let ts: TestStore;
-  const opened: Docket<Jobs>[] = [];
-  const make = (extra: Parameters<typeof createDocket<Jobs>>[0] = {}) => {
-    const d = createDocket<Jobs>({
-      store: ts.store,
-      dataDir: ts.dataDir,
-      queue: ts.queue,
-      reapIntervalMs: 0,
-      ...extra,
-    });
-    opened.push(d);
-    return d;
-  };
+  const suite = useDocketSuite<Jobs>(backend);
+  const make = suite.make;
   const redisOf = async (d: Docket<Jobs>) =>
     (await d.internals.backend()) as unknown as RedisJobBackend;
-
-  beforeAll(async () => {
-    ts = await createTestStore(backend);
-    await make().migrate();
-  });
-  afterEach(async () => {
-    for (const d of opened.splice(0)) await d.close();
-  });
-  afterAll(async () => {
-    await ts.dispose();
-  });
 
   it('loses nothing when Redis loses its keys mid-run: reconciliation republishes from the store', async () => {
     const type = unique('flush');
@@ -45,7 +23,7 @@ describe.each(['sqlite+redis', 'postgres+redis'] as const)('Redis queue on %s', 
     const d = make({
       reapIntervalMs: 50,
       builtins: false,
-      queue: { ...(ts.queue as object), backend: 'redis', reconcileIntervalMs: 100 },
+      queue: { ...(suite.ts.queue as object), backend: 'redis', reconcileIntervalMs: 100 },
       handlers: {
         [type]: async ({ payload }) => {
           const i = (payload as { i: number }).i;
@@ -63,7 +41,7 @@ describe.each(['sqlite+redis', 'postgres+redis'] as const)('Redis queue on %s', 
     await w.start();
     await waitFor(() => ran.size >= 30, { what: 'the first jobs' });
     const be = await redisOf(d);
-    const prefix = (ts.queue as { prefix: string }).prefix;
+    const prefix = (suite.ts.queue as { prefix: string }).prefix;
     const keys = await be.dispatch.client.keys(`${prefix}:*`);
     expect(keys.length).toBeGreaterThan(0);
     await be.dispatch.client.del(...keys);

@@ -6,7 +6,14 @@ import { sql, type Kysely } from 'kysely';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import type { DocketDatabase } from '../../src/store/index.js';
+import { afterAll, afterEach, beforeAll } from 'vitest';
 import type { DocketOptions } from '../../src/config/index.js';
+import {
+  createDocket,
+  type CreateDocketOptions,
+  type Docket,
+  type JobMap,
+} from '../../src/index.js';
 
 /** Stores every conformance suite runs against. */
 export const BACKENDS = ['sqlite', 'postgres'] as const;
@@ -193,4 +200,59 @@ export async function runBehindTriggers(
   } finally {
     for (const t of triggers.rows) await sql.raw(t.sql).execute(db);
   }
+}
+
+/** A conformance suite's store and Docket factory (see useDocketSuite). */
+export interface DocketSuite<M extends JobMap> {
+  /** The file's store (set once the suite's beforeAll has run). */
+  readonly ts: TestStore;
+  /** Opens a Docket on the store: suite defaults, then `extra`; it is closed after the test. */
+  make(extra?: CreateDocketOptions<M>): Docket<M>;
+}
+
+/**
+ * Registers the hooks of a conformance suite: a fresh store (migrated once) for `backend`, every
+ * Docket the test opened closed after it, the store removed at the end. Docket instances get
+ * the store, its queue (for `…+redis`), `reapIntervalMs: 0` and `defaults`.
+ */
+export function useDocketSuite<M extends JobMap = JobMap>(
+  backend: BackendName,
+  defaults: CreateDocketOptions<M> = {},
+): DocketSuite<M> {
+  let ts: TestStore | undefined;
+  const opened: Docket<M>[] = [];
+  const store = (): TestStore => {
+    if (!ts) throw new Error('the suite store is not created yet (use it inside a test)');
+    return ts;
+  };
+  const make = (extra: CreateDocketOptions<M> = {}) => {
+    const s = store();
+    const d = createDocket<M>({
+      store: s.store,
+      dataDir: s.dataDir,
+      queue: s.queue,
+      reapIntervalMs: 0,
+      ...defaults,
+      ...extra,
+    });
+    opened.push(d);
+    return d;
+  };
+  beforeAll(async () => {
+    ts = await createTestStore(backend);
+    await make().migrate();
+  });
+  // Each test closes what it opened, so connections never pile up on the server.
+  afterEach(async () => {
+    for (const d of opened.splice(0)) await d.close();
+  });
+  afterAll(async () => {
+    await ts?.dispose();
+  });
+  return {
+    get ts() {
+      return store();
+    },
+    make,
+  };
 }

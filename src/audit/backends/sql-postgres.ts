@@ -3,6 +3,7 @@ import type pg from 'pg';
 import { DocketError } from '../../core/errors.js';
 import type { AuditEventsTable, DocketDatabase } from '../../store/schema.js';
 import {
+  AUDIT_EVENT_COLUMNS,
   GENESIS_HASH,
   auditEventsByTenant,
   chainAuditEvents,
@@ -38,26 +39,7 @@ export async function insertAuditRowsPostgres(
 }
 
 // Column order of the COPY rows (the staging table is `like audit_events`, same order).
-const COPY_COLUMNS = [
-  'id',
-  'tenant_id',
-  'seq',
-  'action',
-  'outcome',
-  'resource_type',
-  'resource_id',
-  'resource_name',
-  'actor_type',
-  'actor_id',
-  'actor_display',
-  'trace_id',
-  'client_ip',
-  'user_agent',
-  'data',
-  'created_at',
-  'prev_hash',
-  'hash',
-] as const satisfies ReadonlyArray<keyof AuditEventsTable>;
+const COPY_COLUMNS = AUDIT_EVENT_COLUMNS;
 const COLUMN_LIST = COPY_COLUMNS.join(', ');
 
 const COPY_SPECIAL = /[\\\t\n\r]/;
