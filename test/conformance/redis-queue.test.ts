@@ -1,10 +1,14 @@
 // Redis-specific cases of the queue (SPEC Q-3, Q-11, Q-14, T-3) on top of the conformance suite,
 // which runs unchanged with `queue=redis` (QUEUE_BACKENDS): recovery when Redis loses its keys,
-// publication after the caller's commit, tenant fairness, an unreachable server.
-import { describe, expect, it } from 'vitest';
+// publication after the caller's commit, tenant fairness, an unreachable server, a Redis server
+// killed mid-run and started again empty.
+import { afterEach, describe, expect, it } from 'vitest';
+import { silentLogger } from '../../src/core/logger.js';
+import { buildHttpApp } from '../../src/http/index.js';
 import type { Docket } from '../../src/index.js';
 import type { RedisJobBackend } from '../../src/jobs/backends/redis.js';
 import { useDocketSuite, waitFor } from '../helpers/backends.js';
+import { startOwnRedis, type OwnRedisServer } from '../helpers/redis-server.js';
 
 type Jobs = Record<string, unknown>;
 let seq = 0;
@@ -121,6 +125,90 @@ describe.each(['sqlite+redis', 'postgres+redis'] as const)('Redis queue on %s', 
     });
     expect(claimed).toHaveLength(10);
     expect(claimed.map((j) => j.id)).toContain(job.id);
+  });
+
+  describe('with its own Redis server, killed mid-run and started again empty', () => {
+    let server: OwnRedisServer | undefined;
+    afterEach(async () => {
+      await server?.kill();
+      server = undefined;
+    });
+
+    it('pauses the workers, keeps enqueueing into the store, says why on /readyz, then resumes and loses nothing', async () => {
+      server = await startOwnRedis();
+      const type = unique('outage');
+      const tenant = unique('t');
+      const ran = new Map<number, number>();
+      let release: () => void = () => undefined;
+      const gate = new Promise<void>((r) => (release = r));
+      const d = make({
+        reapIntervalMs: 50,
+        builtins: false,
+        // The periodic pass is slow on purpose: recovery must come from the reconnect itself.
+        queue: {
+          backend: 'redis',
+          url: server.url,
+          prefix: unique('p'),
+          reconcileIntervalMs: 600_000,
+        },
+        handlers: {
+          [type]: async ({ payload }) => {
+            const i = (payload as { i: number }).i;
+            ran.set(i, (ran.get(i) ?? 0) + 1);
+            if (i < 4) await gate; // running across the outage
+          },
+        },
+      });
+      await d.enqueueMany(
+        Array.from({ length: 200 }, (_, i) => ({ type, payload: { i } })),
+        { tenant },
+      );
+      await d.start();
+      const w = d.createWorker({
+        concurrency: 4,
+        prefetch: 0,
+        pollIntervalMs: 50,
+        leaseMs: 30_000,
+      });
+      await w.start();
+      await waitFor(() => ran.size >= 4, { what: 'the first four jobs to start' });
+      const app = buildHttpApp({ docket: d, logger: silentLogger() });
+      try {
+        expect((await app.inject({ url: '/readyz' })).statusCode).toBe(200);
+
+        await server.kill();
+        const down = await app.inject({ url: '/readyz' });
+        expect(down.statusCode).toBe(503);
+        expect(down.json()).toMatchObject({
+          status: 'unavailable',
+          reason: expect.stringContaining(server.url),
+        });
+        // The store is the truth: enqueueing goes on while Redis is away.
+        await d.enqueueMany(
+          Array.from({ length: 100 }, (_, i) => ({ type, payload: { i: 200 + i } })),
+          { tenant },
+        );
+        release(); // the four running jobs complete in the store; their acks fail
+        await new Promise((r) => setTimeout(r, 300));
+        const paused = ran.size;
+        expect(paused).toBeLessThan(300);
+
+        await server.start(); // empty: every message is gone
+        await waitFor(
+          async () =>
+            ran.size === 300 &&
+            (await d.jobs.list({ status: ['pending', 'processing'], limit: 1 }, { tenant })).items
+              .length === 0,
+          { timeoutMs: 30_000, what: 'every job to run after Redis came back' },
+        );
+        expect((await app.inject({ url: '/readyz' })).statusCode).toBe(200);
+      } finally {
+        await app.close();
+        await w.stop();
+      }
+      expect([...ran.entries()].filter(([, n]) => n !== 1)).toEqual([]);
+      expect((await d.jobs.counts({ tenant })).succeeded).toBe(300);
+    });
   });
 
   it('refuses to start with STORE_UNAVAILABLE naming the URL when Redis is unreachable', async () => {

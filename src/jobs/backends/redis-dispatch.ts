@@ -154,6 +154,40 @@ export class RedisDispatch {
     await this.redis.quit().catch(() => this.redis.disconnect());
   }
 
+  /**
+   * Calls `lost` once when the connection drops and `back` once when it is ready again (ioredis
+   * reconnects by itself, with backoff); returns the unsubscribe function.
+   */
+  onConnectionChange(listeners: { lost: (err?: Error) => void; back: () => void }): () => void {
+    let down = false;
+    let lastError: Error | undefined;
+    const onError = (err: Error) => (lastError = err);
+    const onClose = () => {
+      if (down) return;
+      down = true;
+      listeners.lost(lastError);
+    };
+    const onReady = () => {
+      if (!down) return;
+      down = false;
+      lastError = undefined;
+      listeners.back();
+    };
+    this.redis.on('error', onError);
+    this.redis.on('close', onClose);
+    this.redis.on('ready', onReady);
+    return () => {
+      this.redis.off('error', onError);
+      this.redis.off('close', onClose);
+      this.redis.off('ready', onReady);
+    };
+  }
+
+  /** The server's URL without credentials (for logs and errors). */
+  get safeUrl(): string {
+    return redactUrl(this.options.url);
+  }
+
   /** `{prefix}:{env}:{tenant}:{queue}`, the base of a tenant's queue keys (T-3). */
   baseKey(tenant: string, queue: string): string {
     return `${this.prefix}:${tenant}:${queue}`;

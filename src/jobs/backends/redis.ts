@@ -42,6 +42,7 @@ export class RedisJobBackend implements JobBackend {
   private subscriber: Redis | undefined;
   private reconcileTimer: NodeJS.Timeout | undefined;
   private reconciling: Promise<number> | undefined;
+  private unwatch: (() => void) | undefined;
 
   constructor(
     private readonly store: JobBackend & KeyedJobClaims,
@@ -68,6 +69,23 @@ export class RedisJobBackend implements JobBackend {
 
   private async startAfterConnect(): Promise<void> {
     await this.store.start();
+    // Redis going away mid-run: claims fail (workers log and sleep until the poll interval
+    // or a wake-up), publications wait for reconciliation, /readyz says why. When ioredis has
+    // reconnected, reconcile at once: a restarted Redis is empty, and every pending job needs
+    // its message back before any worker can claim it.
+    this.unwatch = this.dispatch.onConnectionChange({
+      lost: (err) =>
+        this.logger.warn(
+          { err, url: this.dispatch.safeUrl },
+          'lost the Redis connection; workers pause and jobs wait in the store until it is back',
+        ),
+      back: () => {
+        this.logger.info({ url: this.dispatch.safeUrl }, 'Redis is back; reconciling');
+        this.reconcile().catch((err: unknown) =>
+          this.logger.warn({ err }, 'reconciling after the Redis reconnect failed; retrying'),
+        );
+      },
+    });
     const sub = this.dispatch.client.duplicate();
     sub.on('error', (err) => this.logger.warn({ err }, 'Redis wake-up connection failed'));
     sub.on('message', () => this.wakeups.emit('available'));
@@ -87,6 +105,8 @@ export class RedisJobBackend implements JobBackend {
   /** Disconnects. */
   async stop(): Promise<void> {
     clearInterval(this.reconcileTimer);
+    this.unwatch?.();
+    this.unwatch = undefined;
     await this.reconciling?.catch(() => undefined);
     await this.subscriber?.quit().catch(() => this.subscriber?.disconnect());
     this.subscriber = undefined;
@@ -179,7 +199,13 @@ export class RedisJobBackend implements JobBackend {
     const claimed = new Set(jobs.map((j) => j.id));
     for (const r of refs) if (claimed.has(r.id)) this.held.set(r.id, r);
     const unclaimed = refs.filter((r) => !claimed.has(r.id));
-    if (unclaimed.length) await this.settleUnclaimed(unclaimed, p.now);
+    // The claimed jobs are leased in the store now: return them even if Redis fails here (the
+    // unsettled messages are redelivered at their visibility deadline).
+    if (unclaimed.length) {
+      await this.settleUnclaimed(unclaimed, p.now).catch((err: unknown) =>
+        this.logger.warn({ err }, 'settling stale Redis messages failed'),
+      );
+    }
     return { jobs, messages: messages.length };
   }
 
@@ -239,7 +265,14 @@ export class RedisJobBackend implements JobBackend {
     const [ref] = await this.refsOf([p]);
     const ok = await this.store.jobRetry(p);
     this.held.delete(p.id);
-    if (ok && ref) await this.dispatch.nack(ref, p.availableAt, p.now, p.availableAt);
+    // The store committed: a Redis failure is not the retry's failure. The in-flight message
+    // is redelivered at its visibility deadline (or republished by reconciliation) and then
+    // follows the store's state.
+    if (ok && ref) {
+      await this.dispatch
+        .nack(ref, p.availableAt, p.now, p.availableAt)
+        .catch((err: unknown) => this.logger.warn({ err }, 'rescheduling a Redis message failed'));
+    }
     if (ok && p.availableAt <= p.now) await this.wake();
     return ok;
   }
@@ -249,7 +282,11 @@ export class RedisJobBackend implements JobBackend {
     const [ref] = await this.refsOf([p]);
     const ok = await this.store.jobDeadLetterBegin(p);
     this.held.delete(p.id);
-    if (ok && ref) await this.dispatch.bury(ref, p.now);
+    if (ok && ref) {
+      await this.dispatch
+        .bury(ref, p.now)
+        .catch((err: unknown) => this.logger.warn({ err }, 'burying a Redis message failed'));
+    }
     return ok;
   }
 
@@ -287,7 +324,10 @@ export class RedisJobBackend implements JobBackend {
     const at = p.availableAt ?? p.now;
     for (const r of refs) {
       this.held.delete(r.id);
-      if (released.has(r.id)) await this.dispatch.nack(r, at, p.now, p.availableAt);
+      if (!released.has(r.id)) continue;
+      await this.dispatch
+        .nack(r, at, p.now, p.availableAt)
+        .catch((err: unknown) => this.logger.warn({ err }, 'requeueing a Redis message failed'));
     }
     if (released.size) await this.wake();
     return [...released];
