@@ -40,6 +40,34 @@ describe('Redis dispatch lane', () => {
     await d.stop();
   });
 
+  it('acks a batch of 1,200 messages over two tenants and two types, wherever each message is', async () => {
+    const jobs = [
+      ...Array.from({ length: 1100 }, () => job('ack-a')),
+      ...Array.from({ length: 50 }, () => job('ack-a', { type: 'other' })),
+      ...Array.from({ length: 50 }, () => job('ack-b')),
+    ];
+    expect(await d.publishMany(jobs, 1_000)).toBe(1200);
+    // Some in flight, one delayed again, one buried: ack removes each from where it is.
+    const flying = await d.claim({
+      now: 1_000,
+      limit: 700,
+      visibilityMs: 60_000,
+      tenants: ['ack-a'],
+    });
+    expect(flying).toHaveLength(700);
+    await d.nack(jobs[1099] as DispatchJob, 9_000, 1_000);
+    await d.bury(jobs[1098] as DispatchJob, 1_000);
+    const keep = job('ack-a');
+    await d.publish(keep, 1_000);
+    await d.ackMany(jobs);
+    expect((await d.messages('ack-a', 'default')).map((m) => m.job_id)).toEqual([keep.id]);
+    expect(await d.messages('ack-b', 'default')).toEqual([]);
+    expect(await d.client.zcard(`${d.baseKey('ack-a', 'default')}:inflight`)).toBe(0);
+    expect(await d.client.zcard(`${d.baseKey('ack-a', 'default')}:dead`)).toBe(0);
+    expect(await d.client.zcard(`${d.baseKey('ack-a', 'default')}:delayed:work`)).toBe(0);
+    await d.ackMany([keep]);
+  });
+
   it('keeps every key of a tenant under {prefix}:{env}:{tenant}:{queue} and claims only the asked tenant', async () => {
     await d.publish(job('kt-a'), 1_000);
     await d.publish(job('kt-b', { queue: 'mail' }), 1_000);

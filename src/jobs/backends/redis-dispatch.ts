@@ -1,6 +1,16 @@
 import { Redis } from 'ioredis';
 import { DocketError } from '../../core/errors.js';
-import { ACK, BURY, CLAIM, EXPIRE, EXTEND, NACK, PUBLISH, RESCUE } from './redis-scripts.js';
+import {
+  ACK,
+  ACK_MANY,
+  BURY,
+  CLAIM,
+  EXPIRE,
+  EXTEND,
+  NACK,
+  PUBLISH,
+  RESCUE,
+} from './redis-scripts.js';
 
 /** A dispatch message: what a worker needs to find and claim its job in the store (SPEC Q-3). */
 export interface DispatchMessage {
@@ -72,6 +82,7 @@ const SCRIPTS = {
   docketPublish: { numberOfKeys: 2, lua: PUBLISH },
   docketClaim: { numberOfKeys: 3, lua: CLAIM },
   docketAck: { numberOfKeys: 1, lua: ACK },
+  docketAckMany: { numberOfKeys: 1, lua: ACK_MANY },
   docketNack: { numberOfKeys: 2, lua: NACK },
   docketBury: { numberOfKeys: 1, lua: BURY },
   docketExtend: { numberOfKeys: 1, lua: EXTEND },
@@ -261,7 +272,6 @@ export class RedisDispatch {
 
   /** Claims up to `limit` messages, round-robin across tenants, into the in-flight set. */
   async claim(p: DispatchClaimParams): Promise<DispatchMessage[]> {
-    const ids = Array.from({ length: p.limit }, () => this.options.newId());
     const out = (await this.scripts.docketClaim(
       this.engineKey('lanes'),
       this.engineKey('rr'),
@@ -274,7 +284,6 @@ export class RedisDispatch {
       JSON.stringify(p.queues ?? []),
       JSON.stringify(p.types ?? []),
       JSON.stringify(p.excludeTypes ?? []),
-      JSON.stringify(ids),
     )) as string[];
     return out.map((json) => JSON.parse(json) as DispatchMessage);
   }
@@ -287,8 +296,22 @@ export class RedisDispatch {
   /** Removes many jobs' messages in one round trip (a completed batch). */
   async ackMany(refs: readonly DispatchRef[]): Promise<void> {
     if (refs.length === 0) return;
+    // One script call per base and type (a completed batch is usually one or a few).
+    const groups = new Map<string, { base: string; type: string; ids: string[] }>();
+    for (const r of refs) {
+      const base = this.base(r);
+      const key = `${base}\t${r.type}`;
+      const g = groups.get(key);
+      if (g) g.ids.push(r.id);
+      else groups.set(key, { base, type: r.type, ids: [r.id] });
+    }
+    if (groups.size === 1) {
+      const [g] = groups.values() as unknown as [{ base: string; type: string; ids: string[] }];
+      await this.scripts.docketAckMany(g.base, g.type, ...g.ids);
+      return;
+    }
     const pipe = this.pipeline();
-    for (const r of refs) pipe.docketAck(this.base(r), r.id, r.type);
+    for (const g of groups.values()) pipe.docketAckMany(g.base, g.type, ...g.ids);
     for (const [err] of (await pipe.exec()) ?? []) if (err) throw err;
   }
 
