@@ -31,7 +31,7 @@ import {
   type ProcessBatchOptions,
   type ProcessBatchResult,
 } from './jobs/index.js';
-import { httpJobHandler, validateHttpPayload } from './jobs/builtins/http-request.js';
+import { createHttpJobHandler, createHttpPayloadValidator } from './jobs/builtins/http-request.js';
 import { validateRateLimit } from './jobs/rate-limits.js';
 import {
   AuditService,
@@ -250,7 +250,7 @@ export function createDocket<
   const builtinHandlers: Record<string, JobHandler<unknown>> = options.builtins === false
     ? {}
     : {
-        http: httpJobHandler as JobHandler<unknown>,
+        http: createHttpJobHandler(config.webhooks) as JobHandler<unknown>,
         [PRUNE_JOB]: async () => ({ pruned: await docket.pruneOnce() }),
         [AUDIT_PURGE_JOB]: async () => ({ purged: await docket.audit.purgeOnce() }),
       };
@@ -261,7 +261,10 @@ export function createDocket<
   const declared = options.jobTypes || options.handlers || options.strictTypes;
   const typeMap = new Map<string, JobTypeOptions>();
   if (options.builtins !== false) {
-    typeMap.set('http', { validate: validateHttpPayload, retry: { maxAttempts: 5 } });
+    typeMap.set('http', {
+      validate: createHttpPayloadValidator(config.webhooks),
+      retry: { maxAttempts: 5 },
+    });
     typeMap.set(PRUNE_JOB, { retry: { maxAttempts: 3 } });
     typeMap.set(AUDIT_PURGE_JOB, { retry: { maxAttempts: 3 } });
   }

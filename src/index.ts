@@ -49,3 +49,5 @@ export type {
 } from './jobs/index.js';
 export type { Worker, WorkerOptions, ReapResult } from './worker/index.js';
 export type { HttpJobPayload } from './jobs/builtins/http-request.js';
+export { signWebhook, verifyWebhookSignature } from './outbox/webhook-request.js';
+export type { WebhookDeliveryRecord, DeliveryClass } from './outbox/webhook-request.js';

@@ -1,3 +1,4 @@
+import ipaddr from 'ipaddr.js';
 import { resolve } from 'node:path';
 import { DocketError } from '../core/errors.js';
 
@@ -73,6 +74,17 @@ export interface DocketConfig {
   queue: QueueConfig;
   /** The audit log (SPEC A). */
   audit: AuditConfig;
+  /** Outgoing HTTP (the `http` job type, webhook sinks): which targets may be reached. */
+  webhooks: WebhookConfig;
+}
+
+/** Outgoing HTTP safety (SPEC O-7). */
+export interface WebhookConfig {
+  /**
+   * Exceptions to "public addresses only", for development and tests: hostnames (`localhost`)
+   * or addresses and CIDR ranges (`127.0.0.1`, `10.0.0.0/8`, `::1`). Default none.
+   */
+  allow: string[];
 }
 
 /** Audit log settings (SPEC A-5, A-7). */
@@ -139,6 +151,8 @@ export interface DocketOptions {
       };
   /** Audit log settings. */
   audit?: Partial<AuditConfig>;
+  /** Outgoing HTTP safety: `{ allow: ['localhost'] }` lets development reach local servers. */
+  webhooks?: Partial<WebhookConfig>;
 }
 
 const DAY = 86_400_000;
@@ -194,6 +208,7 @@ export function resolveConfig(options: DocketOptions = {}): DocketConfig {
       maxBlockMs: options.audit?.maxBlockMs ?? 100,
       writerThread: options.audit?.writerThread ?? store.dialect === 'postgres',
     },
+    webhooks: { allow: [...(options.webhooks?.allow ?? [])] },
   };
   validateConfig(config);
   return deepFreeze(config);
@@ -233,6 +248,15 @@ function validateConfig(c: DocketConfig): void {
       name: 'queue.reconcileIntervalMs',
       value: c.queue.reconcileIntervalMs,
     });
+  }
+  for (const entry of c.webhooks.allow) {
+    if (!isAllowEntry(entry)) {
+      throw new DocketError(
+        'CONFIG_INVALID',
+        `webhooks.allow entries are hostnames, addresses or CIDR ranges; got ${JSON.stringify(entry)}`,
+        { name: 'webhooks.allow', value: entry },
+      );
+    }
   }
   if (c.audit.retentionDays > 36_500) {
     throw new DocketError('CONFIG_INVALID', 'audit.retentionDays must be at most 36500', {
@@ -337,6 +361,13 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): DocketOpti
             env: env.DOCKET_ENV || undefined,
           }
         : undefined,
+    webhooks: env.DOCKET_WEBHOOK_ALLOW
+      ? {
+          allow: env.DOCKET_WEBHOOK_ALLOW.split(',')
+            .map((e) => e.trim())
+            .filter(Boolean),
+        }
+      : undefined,
     audit: {
       retentionDays: num('DOCKET_AUDIT_RETENTION_DAYS'),
       maxBuffer: num('DOCKET_AUDIT_MAX_BUFFER'),
@@ -363,4 +394,19 @@ function deepFreeze<T>(value: T): T {
     Object.freeze(value);
   }
   return value;
+}
+
+const HOSTNAME = /^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*\.?$/i;
+
+/** A webhook allowlist entry: a hostname, an IP address or a CIDR range. */
+function isAllowEntry(entry: string): boolean {
+  if (entry.includes('/')) {
+    try {
+      ipaddr.parseCIDR(entry);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+  return ipaddr.isValid(entry) || HOSTNAME.test(entry);
 }

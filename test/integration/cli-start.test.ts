@@ -71,6 +71,8 @@ for (const backend of BACKENDS) {
           DOCKET_CONCURRENCY: '4',
           DOCKET_HANDLERS: handlersPath,
           DOCKET_LOG_LEVEL: 'warn',
+          // The test's webhook receiver listens on loopback, which is refused by default (O-7).
+          DOCKET_WEBHOOK_ALLOW: '127.0.0.1',
           ...(bootstrapKey ? { DOCKET_BOOTSTRAP_API_KEY: bootstrapKey } : {}),
         },
         stdio: ['ignore', 'pipe', 'pipe'],

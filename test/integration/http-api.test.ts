@@ -277,6 +277,19 @@ for (const backend of BACKENDS) {
           'VALIDATION_FAILED',
         ],
         [
+          'http job aimed at the cloud metadata address',
+          () =>
+            post('/v1/jobs', { type: 'http', payload: { url: 'http://169.254.169.254/latest/' } }),
+          400,
+          'WEBHOOK_URL_REFUSED',
+        ],
+        [
+          'http job aimed at loopback in decimal',
+          () => post('/v1/jobs', { type: 'http', payload: { url: 'http://2130706433:6379/' } }),
+          400,
+          'WEBHOOK_URL_REFUSED',
+        ],
+        [
           'idempotency key reused with another payload',
           () => post('/v1/jobs', { type: 'ok', payload: { n: 99 }, idempotencyKey: 'order-1' }),
           409,

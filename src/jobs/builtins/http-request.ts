@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { DocketError } from '../../core/errors.js';
+import { checkWebhookUrl, type UrlSafetyOptions } from '../../outbox/url-safety.js';
+import { sendWebhook } from '../../outbox/webhook-request.js';
 import { PermanentJobError } from '../handler-errors.js';
 import type { JobContext } from '../registry.js';
 
@@ -16,47 +18,60 @@ export interface HttpJobPayload {
 }
 
 /**
- * POSTs the payload's body as JSON. 2xx succeeds (the response status and a body excerpt become
- * the result); 5xx, 408, 429, timeouts and connection errors are retried; other 4xx and
- * redirects fail permanently.
+ * Makes the `http` job handler: POSTs the payload's body as JSON through the webhook request
+ * (SPEC O-7: only public addresses unless allowed, checked on the address connected to; no
+ * redirects followed). 2xx succeeds (the response status and a body excerpt become the
+ * result); 5xx, 408, 429, timeouts and connection errors are retried; other 4xx, redirects and
+ * refused targets fail permanently.
  */
-export async function httpJobHandler(
-  ctx: JobContext<HttpJobPayload>,
-): Promise<{ status: number; body: string }> {
-  const p = ctx.payload;
-  let url: URL;
-  try {
-    url = new URL(p.url);
-  } catch {
-    throw new PermanentJobError(`invalid url: ${String(p.url)}`);
-  }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    throw new PermanentJobError('only http and https URLs are allowed');
-  }
-  const timeout = AbortSignal.timeout(p.timeoutMs ?? 10_000);
-  const res = await fetch(url, {
-    method: 'POST',
-    headers: {
-      'content-type': 'application/json',
-      'idempotency-key': ctx.job.id,
-      // A fresh span id per request: the trace continues, the parent span is this attempt.
-      traceparent: `00-${ctx.traceId}-${randomBytes(8).toString('hex')}-01`,
-      ...p.headers,
-    },
-    body: JSON.stringify(p.body ?? {}),
-    redirect: 'manual',
-    signal: AbortSignal.any([ctx.signal, timeout]),
-  });
-  const text = (await res.text()).slice(0, 1024);
-  if (res.status >= 200 && res.status < 300) return { status: res.status, body: text };
-  const retryable = res.status >= 500 || res.status === 408 || res.status === 429;
-  const message = `POST ${url.origin}${url.pathname} answered ${res.status}`;
-  if (retryable) throw new Error(message);
-  throw new PermanentJobError(message);
+export function createHttpJobHandler(
+  safety: UrlSafetyOptions,
+): (ctx: JobContext<HttpJobPayload>) => Promise<{ status: number; body: string }> {
+  return async (ctx) => {
+    const p = ctx.payload;
+    const body = JSON.stringify(p.body ?? {});
+    const record = await sendWebhook({
+      ...safety,
+      url: p.url,
+      body,
+      timeoutMs: p.timeoutMs ?? 10_000,
+      signal: ctx.signal,
+      headers: {
+        'idempotency-key': ctx.job.id,
+        // A fresh span id per request: the trace continues, the parent span is this attempt.
+        traceparent: `00-${ctx.traceId}-${randomBytes(8).toString('hex')}-01`,
+        ...p.headers,
+      },
+    });
+    if (record.class === 'success' && record.response) {
+      return { status: record.response.status, body: record.response.body };
+    }
+    const what = record.response
+      ? `answered ${record.response.status}`
+      : `failed: ${record.error?.message ?? 'no response'}`;
+    let target = p.url;
+    try {
+      const u = new URL(p.url);
+      target = `${u.origin}${u.pathname}`;
+    } catch {
+      // reported as is
+    }
+    const message = `POST ${target} ${what}`;
+    if (record.class === 'retryable') throw new Error(message);
+    throw new PermanentJobError(message);
+  };
 }
 
-/** Validates an `http` payload at enqueue time so bad URLs fail fast with a 4xx. */
-export function validateHttpPayload(payload: unknown): void {
+/**
+ * Makes the `http` payload validator, run at enqueue time so bad URLs fail fast with a 4xx:
+ * VALIDATION_FAILED for a missing or malformed URL, WEBHOOK_URL_REFUSED for credentials in it
+ * or a non-public IP literal (hostnames are checked after DNS resolution, when the job runs).
+ */
+export function createHttpPayloadValidator(safety: UrlSafetyOptions): (payload: unknown) => void {
+  return (payload) => validateHttpPayload(payload, safety);
+}
+
+function validateHttpPayload(payload: unknown, safety: UrlSafetyOptions): void {
   const p = payload as Partial<HttpJobPayload> | null;
   if (!p || typeof p !== 'object' || typeof p.url !== 'string') {
     throw new DocketError('VALIDATION_FAILED', 'http jobs need a payload with a url', {
@@ -76,4 +91,5 @@ export function validateHttpPayload(payload: unknown): void {
       field: 'payload.url',
     });
   }
+  checkWebhookUrl(p.url, safety);
 }
