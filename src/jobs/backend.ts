@@ -104,7 +104,7 @@ export interface KeyedJobClaims {
   /** The state of these jobs (absent ones are missing from the result). */
   jobStates(p: { jobs: readonly JobRef[] }): Promise<JobState[]>;
   /**
-   * A page of pending jobs of every tenant in claim order (priority, available_at, id) after
+   * A page of pending jobs of every tenant in (tenant, priority, available_at, id) order after
    * `after`, for reconciliation: a keyset walk of the claim index, no sort.
    */
   jobPendingPage(p: { after?: JobState; limit: number }): Promise<JobState[]>;
@@ -126,7 +126,10 @@ export interface JobBackend {
     jobs: NewJob[];
     tx?: TenantTransaction;
   }): Promise<JobInsertOutcome[]>;
-  /** Atomically claims up to `limit` due jobs, highest priority first. */
+  /**
+   * Claims up to `limit` due jobs, round-robin across tenants (each tenant's share in priority
+   * order; SPEC Q-11, see backends/fair-claims.ts), each round atomically.
+   */
   jobClaimBatch(p: JobClaimBatchParams): Promise<Job[]>;
   /** Completes jobs still leased to `workerId`; returns the ids that were completed. */
   jobCompleteMany(p: {

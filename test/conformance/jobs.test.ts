@@ -78,6 +78,82 @@ describe.each(QUEUE_BACKENDS)('job conformance on %s', (backend) => {
     expect(ran).toEqual(['high', 'mid', 'low', 'late']);
   });
 
+  // SPEC Q-11: claims are round-robin across tenants (docs/jobs.md, "Fairness").
+  describe('fair claiming across tenants', () => {
+    const claimer = async (d: Docket<Jobs>, type: string) => {
+      const be = await d.internals.backend();
+      return (limit: number) =>
+        be.jobClaimBatch({
+          workerId: 'fair',
+          limit,
+          now: Date.now(),
+          leaseMs: 60_000,
+          types: [type],
+        });
+    };
+
+    it('claims another tenant’s single job in the first claim behind one tenant’s flood of 5,000', async () => {
+      const d = make();
+      const type = unique('flood');
+      const [a, b] = [unique('ta'), unique('tb')];
+      const flood = await d.enqueueMany(
+        Array.from({ length: 5000 }, (_, i) => ({ type, payload: { i } })),
+        { tenant: a },
+      );
+      const { job: single } = await d.enqueue(type, { single: true }, { tenant: b });
+      const claim = await claimer(d, type);
+      const first = await claim(10);
+      // The whole limit is used: B's one job, and A's oldest jobs in A's own order.
+      expect(first).toHaveLength(10);
+      expect(first.filter((j) => j.tenantId === b).map((j) => j.id)).toEqual([single.id]);
+      expect(first.filter((j) => j.tenantId === a).map((j) => j.id)).toEqual(
+        flood.slice(0, 9).map((r) => r.job.id),
+      );
+    });
+
+    it('rotates tenants when there are more than the claim limit: each is served within ceil(tenants / limit) claims', async () => {
+      const d = make();
+      const type = unique('rotate');
+      const tenants = Array.from({ length: 5 }, (_, i) => `${unique('tr')}-${i}`);
+      for (const tenant of tenants)
+        await d.enqueueMany(
+          Array.from({ length: 3 }, (_, i) => ({ type, payload: { i } })),
+          { tenant },
+        );
+      const claim = await claimer(d, type);
+      const served = new Set<string>();
+      for (let round = 0; round < Math.ceil(tenants.length / 2); round++) {
+        const jobs = await claim(2);
+        expect(jobs).toHaveLength(2);
+        // One job per tenant in a round: no tenant takes two places while others wait.
+        expect(new Set(jobs.map((j) => j.tenantId)).size).toBe(2);
+        for (const j of jobs) served.add(j.tenantId);
+      }
+      expect([...served].sort()).toEqual([...tenants].sort());
+    });
+
+    it('orders by priority within a tenant, while another tenant’s share is not taken by higher-priority jobs', async () => {
+      const d = make();
+      const type = unique('fairprio');
+      const [a, b] = [unique('ta'), unique('tb')];
+      await d.enqueueMany(
+        [
+          { type, payload: { n: 'a-low' }, options: { priority: 5 } },
+          { type, payload: { n: 'a-high-1' }, options: { priority: -10 } },
+          { type, payload: { n: 'a-high-2' }, options: { priority: -10 } },
+        ],
+        { tenant: a },
+      );
+      await d.enqueue(type, { n: 'b' }, { tenant: b, priority: 10 });
+      const claim = await claimer(d, type);
+      const names = (jobs: Awaited<ReturnType<typeof claim>>) =>
+        jobs.map((j) => (j.payload as { n: string }).n);
+      // The claim hands its jobs over in priority order.
+      expect(names(await claim(2))).toEqual(['a-high-1', 'b']);
+      expect(names(await claim(2))).toEqual(['a-high-2', 'a-low']);
+    });
+  });
+
   it('removes a job the moment it succeeds when retention.succeededMs is 0, and only for the lease holder', async () => {
     const clock = new ManualClock(3_000_000);
     const tenant = unique('t');

@@ -11,7 +11,7 @@
 // and per prefix and environment, holding only key names (no tenant data):
 //   {prefix}:{env}:_:lanes  SET     "tenant\tqueue\ttype" of every lane with ready or delayed work
 //   {prefix}:{env}:_:bases  SET     "tenant\tqueue" of every base with messages in flight
-//   {prefix}:{env}:_:rr     STRING  round-robin cursor over tenants
+//   {prefix}:{env}:_:rr     STRING  round-robin cursor: the tenant the last claim served last
 //
 // The scripts touch keys derived from their arguments, so they assume one Redis server (or a
 // cluster where every Docket key hashes to one slot); see docs/redis.md.
@@ -43,8 +43,10 @@ return 1`;
 
 /**
  * Claims up to `limit` messages, round-robin across tenants (one message per tenant per round,
- * tenants visited from a rotating cursor), so one tenant's flood delays another tenant's job by
- * at most one round. Due delayed messages are promoted first; each claimed message moves to the
+ * tenants visited in name order from after the tenant the previous claim served last), so one
+ * tenant's flood delays another tenant's job by at most one round, and with more tenants than
+ * `limit` every tenant is served within ceil(tenants / limit) claims. Priority orders a
+ * tenant's own messages, not one tenant's against another's (as on the SQL backends). Due delayed messages are promoted first; each claimed message moves to the
  * in-flight set with its visibility deadline, its delivery counted and a new message id.
  * Lanes are filtered by JSON arrays of tenants, queues, types and excluded types (empty = any).
  */
@@ -82,8 +84,13 @@ for _, t in ipairs(order) do
     end
   end
 end
-local start = (tonumber(redis.call('GET', rrKey)) or 0) % n
-local out, exhausted, active, used = {}, {}, n, 0
+-- The rotation resumes after the last tenant served by the previous claim (by name, so
+-- tenants coming and going do not shift it).
+local cursor, start = redis.call('GET', rrKey) or '', 0
+for i, t in ipairs(order) do
+  if t > cursor then start = i - 1; break end
+end
+local out, exhausted, active, used, last = {}, {}, n, 0, nil
 while #out < limit and active > 0 do
   active = 0
   for k = 0, n - 1 do
@@ -119,6 +126,7 @@ while #out < limit and active > 0 do
           redis.call('ZADD', bestLane.base .. ':inflight', deadline, best)
           redis.call('SADD', basesKey, bestLane.tq)
           table.insert(out, json)
+          last = t
         end
       else
         exhausted[t] = true
@@ -126,7 +134,7 @@ while #out < limit and active > 0 do
     end
   end
 end
-redis.call('SET', rrKey, (start + 1) % n)
+if last then redis.call('SET', rrKey, last) end
 for _, t in ipairs(order) do
   for _, l in ipairs(byTenant[t]) do
     if redis.call('ZCARD', l.base .. ':ready:' .. l.type) == 0

@@ -20,7 +20,11 @@ import {
   type JobRow,
   type StateRow,
 } from './rows.js';
+import { FairClaims } from './fair-claims.js';
 import { SqlJobBackendBase } from './sql-common.js';
+
+/** A row of CLAIM_FAIR: a claimed job (columns null when the round claimed none) and the round. */
+type FairClaimRow = ClaimedJobRow & { ring_size: number; ring_cursor: string | null };
 
 // Hot-path statements, one each, prepared by name so PostgreSQL plans them once per connection.
 //
@@ -33,64 +37,95 @@ import { SqlJobBackendBase } from './sql-common.js';
 // They run on the system pool (role docket_system): claiming is the engine's explicit
 // cross-tenant operation; tenant-facing reads go through RLS-scoped tenant transactions.
 
-// Claim: a sub-select picks due rows in priority order with FOR UPDATE SKIP LOCKED, so
-// concurrent claimers never block on or double-claim a row, then one UPDATE leases them. The
-// unfiltered variant is kept separate from the filtered one so the common path gets a plan that
-// walks the partial index jobs_claim directly (a single "($n is null or ...)" statement made the
-// generic plan fall back to a sort of all pending rows).
+// Claims are fair across tenants (SPEC Q-11; the rounds and their semantics are in
+// fair-claims.ts). One statement is one round:
 //
-// The UPDATE finds the picked rows by ctid (a TID scan), not by joining on id: the rows are
-// locked by this very statement, so their ctid cannot change before the UPDATE reaches them.
-// The earlier "from picked where j.id = picked.id" form re-probed jobs_pkey for every row
-// (3 buffer hits each: 5,130 → 4,465 buffer hits for a 294-row claim in EXPLAIN (ANALYZE,
-// BUFFERS) on PostgreSQL 15) and, being a join, left the planner free to pick a join over a
-// scan of jobs when statistics are stale; a TID scan has no such alternative.
-// End to end (`npm run bench`, 20,000 no-op jobs) the gain is within this host's run-to-run
-// noise; see docs/BENCHMARKS.md.
+// - ring: the tenants with a claimable job (pending, due, matching the claimer's filters),
+//   from the one after the cursor onwards and wrapping around, at most $2 of them. It is a
+//   loose index scan of jobs_fair (tenant_id, priority, available_at, id): each step descends
+//   to the next tenant_id and stops at its first claimable entry, so when every pending job is
+//   claimable its cost grows with the tenants visited, not with their backlogs; PostgreSQL
+//   stops the recursion as soon as it has $2 tenants. `lowest` (the first tenant, for the wrap) is computed only if needed. The
+//   lateral is kept unflattened (offset 0) so each step's descent runs once, not once per use.
+// - each ring tenant's share (fairShare in fair-claims.ts: $2 / n, one more for the first
+//   $2 % n) is picked by an ordered walk of that tenant's part of jobs_fair with FOR UPDATE SKIP
+//   LOCKED, so concurrent claimers never block on or double-claim a row, and no more rows are
+//   locked than are claimed (shares add up to $2; no sort, no discarded locks).
+// - one UPDATE leases the picked rows by ctid (a TID scan, not a join: the rows are locked by
+//   this very statement, so their ctid cannot change before the UPDATE reaches them; the
+//   earlier join on id re-probed the primary key for every row: 5,130 → 4,465 buffer hits for a
+//   294-row claim).
+// - every result row carries the ring's size and the next cursor, and a round that claimed
+//   nothing still returns one row (job columns null), so the cursor moves past tenants with
+//   nothing due instead of visiting them again.
+//
+// The filters are "($n is null or ...)" conditions checked per entry; they cannot change the
+// plan, which is fixed by the tenant bounds and the ORDER BY on jobs_fair (and enable_sort =
+// off on the claim pool, see claimPool). Trade-off: jobs a claimer cannot take (other types,
+// not yet due) that sort before its own within a tenant are walked past, by the ring's step
+// and by the pick; a claim whose types are rare among a large backlog of other types pays for
+// that backlog (as the cross-tenant claim did before).
+//
 // Claims return only what a handler needs: payload_hash, result, locked_by and the other
 // columns a claim fixes are known to the caller (claimedRowToJob), and each returned column is
 // parsed per row in JavaScript.
 const CLAIMED = `j.id, j.tenant_id, j.queue, j.type, j.payload, j.priority, j.available_at, j.attempts,
   j.max_attempts, j.last_error, j.idempotency_key, j.trace_id, j.timeout_ms, j.created_at`;
 
-const CLAIM_ALL = `
-update jobs j
-set status = 'processing', attempts = j.attempts + 1, locked_by = $3, locked_at = $1,
-    lease_until = $1 + $4::bigint, updated_at = $1
-where j.ctid = any(array(
-  select ctid from jobs
-  where status = 'pending' and available_at <= $1
-  order by priority, available_at, id
-  limit $2
-  for update skip locked))
-returning ${CLAIMED}`;
+const LEASE = `status = 'processing', attempts = j.attempts + 1, locked_by = $3, locked_at = $1,
+    lease_until = $1 + $4::bigint, updated_at = $1`;
 
-const CLAIM_FILTERED = `
-update jobs j
-set status = 'processing', attempts = j.attempts + 1, locked_by = $3, locked_at = $1,
-    lease_until = $1 + $4::bigint, updated_at = $1
-where j.ctid = any(array(
-  select ctid from jobs
-  where status = 'pending' and available_at <= $1
-    and ($5::text[] is null or type = any($5))
-    and ($6::text[] is null or not (type = any($6)))
-    and ($7::text[] is null or queue = any($7))
-    and ($8::text is null or tenant_id = $8)
-  order by priority, available_at, id
-  limit $2
-  for update skip locked))
-returning ${CLAIMED}`;
+// What a claim may take besides being pending: due, and the claimer's filters (null = any).
+const CLAIMABLE = `available_at <= $1
+  and ($6::text[] is null or type = any($6))
+  and ($7::text[] is null or not (type = any($7)))
+  and ($8::text[] is null or queue = any($8))`;
 
-// A worker with a single handler type: equality on the leading column of jobs_claim_type
-// (type, priority, available_at, id) gives rows already in claim order, so a worker for a rare
-// type never walks past the backlog of other types.
-const CLAIM_ONE_TYPE = `
-update jobs j
-set status = 'processing', attempts = j.attempts + 1, locked_by = $3, locked_at = $1,
-    lease_until = $1 + $4::bigint, updated_at = $1
+// The first claimable job's tenant after `after` (all tenants when null). Ordered by all of
+// jobs_fair's columns, not written min(tenant_id): min() was planned as a walk of the primary
+// key (tenant_id, id), which holds every finished job too (32 ms for one step of a tenant with
+// a drained backlog, EXPLAIN ANALYZE on PostgreSQL 15); no other index has this order, and the
+// claim pool's enable_sort = off rules out sorting.
+const FIRST_TENANT = (after: string | null) => `(
+    select tenant_id from jobs
+    where status = 'pending' ${after ? `and tenant_id > ${after}` : ''} and ${CLAIMABLE}
+    order by tenant_id, priority, available_at, id limit 1)`;
+
+const NEXT_TENANT = (after: string) => `coalesce(${FIRST_TENANT(after)}, (select t from lowest))`;
+
+const CLAIM_FAIR = `
+with recursive lowest as (select ${FIRST_TENANT(null)} as t),
+ring(tenant_id, pos, first) as (
+  select s.t, 1, s.t from (select ${NEXT_TENANT('$5')} as t) s
+  where s.t is not null
+  union all
+  select s.t, r.pos + 1, r.first
+  from ring r cross join lateral (select ${NEXT_TENANT('r.tenant_id')} as t offset 0) s
+  where r.pos < $2 and s.t <> r.first
+),
+sized as (
+  select z.n, (select tenant_id from ring where pos = coalesce(nullif($2 % z.n, 0), z.n)) as cursor
+  from (select count(*)::int as n from ring) z),
+claimed as (
+  update jobs j set ${LEASE}
+  where j.ctid = any(array(
+    select c.ctid from ring r cross join sized z cross join lateral unnest(array(
+      select ctid from jobs
+      where tenant_id = r.tenant_id and status = 'pending' and ${CLAIMABLE}
+      order by priority, available_at, id
+      limit $2 / z.n + case when r.pos <= $2 % z.n then 1 else 0 end
+      for update skip locked)) as c(ctid)))
+  returning ${CLAIMED}
+)
+select z.n as ring_size, z.cursor as ring_cursor, j.* from sized z left join claimed j on true`;
+
+// A claim for one tenant (processBatch with a tenant): nothing to share, so the plain ordered
+// walk of that tenant's part of jobs_fair. Runs on the system pool (see claimPool).
+const CLAIM_TENANT = `
+update jobs j set ${LEASE}
 where j.ctid = any(array(
   select ctid from jobs
-  where status = 'pending' and type = $5 and available_at <= $1
+  where tenant_id = $5 and status = 'pending' and ${CLAIMABLE}
   order by priority, available_at, id
   limit $2
   for update skip locked))
@@ -143,13 +178,11 @@ delete from jobs j
 where ${ROWS_BY_KEY('$2', '$1')} and j.locked_by = $3 and coalesce(j.status, '') = 'processing'
 returning j.id`;
 
-// Claim by key (the Redis lane names the jobs): the same lease as CLAIM_ALL, guarded by
+// Claim by key (the Redis lane names the jobs): the same lease as CLAIM_FAIR, guarded by
 // status and due time; a job another claimer took first is rechecked by EvalPlanQual and
 // skipped.
 const CLAIM_KEYS = `
-update jobs j
-set status = 'processing', attempts = j.attempts + 1, locked_by = $3, locked_at = $1,
-    lease_until = $1 + $4::bigint, updated_at = $1
+update jobs j set ${LEASE}
 where ${ROWS_BY_KEY('$5', '$2')} and j.status = 'pending' and j.available_at <= $1
 returning ${CLAIMED}`;
 
@@ -158,12 +191,14 @@ const STATE_COLUMNS = `j.id, j.tenant_id, j.queue, j.type, j.status, j.available
 
 const JOB_STATES = `select ${STATE_COLUMNS} from jobs j where ${ROWS_BY_KEY('$1', '$2')}`;
 
-// Walks jobs_claim (priority, available_at, id) by keyset: no sort of the pending set per page.
+// Walks jobs_fair (tenant_id, priority, available_at, id) by keyset: no sort of the pending set
+// per page.
 const PENDING_PAGE = `
 select ${STATE_COLUMNS} from jobs j
 where j.status = 'pending'
-  and ($1::int is null or (j.priority, j.available_at, j.id) > ($1, $3::bigint, $4::uuid))
-order by j.priority, j.available_at, j.id limit $2`;
+  and ($5::text is null
+    or (j.tenant_id, j.priority, j.available_at, j.id) > ($5, $1::int, $3::bigint, $4::uuid))
+order by j.tenant_id, j.priority, j.available_at, j.id limit $2`;
 
 // One-row twins of the ctid-array statements, for the rows those skipped (see ROWS_BY_KEY).
 const COMPLETE_ONE = `
@@ -241,6 +276,7 @@ export class PostgresJobBackend extends SqlJobBackendBase implements JobBackend,
   private claims: pg.Pool | undefined;
   private completions: pg.Pool | undefined;
   private stopped = true;
+  private readonly fair = new FairClaims();
   private reconnectTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -264,12 +300,12 @@ export class PostgresJobBackend extends SqlJobBackendBase implements JobBackend,
    * plan, so each claim cost O(backlog). auto_explain during `npm run bench` logged 1,397
    * claims (of ~2,000) of one 20,000-job drain with that plan, and the drain ran at 1.6k instead
    * of 6.7k jobs/s (concurrency 10). Disabling sort only on these connections leaves the ordered
-   * walk as the plan whatever the statistics say. Only the worker's claim shapes (no filter,
-   * one type, a set of types) run here; claims filtered by tenant or queue stay on the system
-   * pool, where the planner may still sort a small matching set. Completions run on a pool of
-   * their own with enable_seqscan = off, which keeps both statements on their indexes. Trade-off: a worker for
-   * several types that are rare among a large backlog of other types walks past that backlog
-   * instead of sorting its own jobs; a single-type worker is unaffected (CLAIM_ONE_TYPE).
+   * walk as the plan whatever the statistics say. The fair claim (CLAIM_FAIR, every claim
+   * not limited to one tenant) runs here; a claim for one tenant stays on the system pool,
+   * where the planner may still sort a small matching set. Completions run on a pool of their
+   * own with enable_seqscan = off, which keeps both statements on their indexes. Trade-off: a
+   * worker for types that are rare among a large backlog of other types walks past that
+   * backlog (within each tenant) instead of sorting its own jobs.
    *
    * Claims also commit with synchronous_commit = off: the commit returns before its WAL record
    * is flushed, which on this machine's disk takes a claim from ~2.8 ms to ~0.1 ms (pgbench,
@@ -342,33 +378,38 @@ export class PostgresJobBackend extends SqlJobBackendBase implements JobBackend,
     return res.rows;
   }
 
-  /** Claims due jobs with SKIP LOCKED. */
+  /** Claims due jobs with SKIP LOCKED, round-robin across tenants (fair-claims.ts). */
   async jobClaimBatch(p: JobClaimBatchParams): Promise<Job[]> {
-    const base = [p.now, p.limit, p.workerId, p.leaseMs];
-    const typesOnly = !p.excludeTypes?.length && !p.queues?.length && !p.tenant;
-    const claim = (name: string, text: string, values: unknown[]) =>
-      this.claimPool().query({ name, text, values });
-    const res = !typesOnly
-      ? await this.query('docket_claim_filtered', CLAIM_FILTERED, [
-          ...base,
-          p.types?.length ? p.types : null,
-          p.excludeTypes?.length ? p.excludeTypes : null,
-          p.queues?.length ? p.queues : null,
-          p.tenant ?? null,
-        ])
-      : !p.types?.length
-        ? await claim('docket_claim', CLAIM_ALL, base)
-        : p.types.length === 1
-          ? await claim('docket_claim_type', CLAIM_ONE_TYPE, [...base, p.types[0]])
-          : await claim('docket_claim_filtered', CLAIM_FILTERED, [
-              ...base,
-              p.types,
-              null,
-              null,
-              null,
-            ]);
     const claimed = { workerId: p.workerId, now: p.now, leaseUntil: p.now + p.leaseMs };
-    const jobs = (res.rows as ClaimedJobRow[]).map((r) => claimedRowToJob(r, claimed));
+    const filters = [
+      p.types?.length ? p.types : null,
+      p.excludeTypes?.length ? p.excludeTypes : null,
+      p.queues?.length ? p.queues : null,
+    ];
+    const base = (limit: number) => [p.now, limit, p.workerId, p.leaseMs];
+    let jobs: Job[];
+    if (p.tenant) {
+      const res = await this.query('docket_claim_tenant', CLAIM_TENANT, [
+        ...base(p.limit),
+        p.tenant,
+        ...filters,
+      ]);
+      jobs = (res.rows as ClaimedJobRow[]).map((r) => claimedRowToJob(r, claimed));
+    } else {
+      jobs = await this.fair.claim(p.limit, async ({ limit, cursor }) => {
+        const res = await this.claimPool().query({
+          name: 'docket_claim_fair',
+          text: CLAIM_FAIR,
+          values: [...base(limit), cursor, ...filters],
+        });
+        const rows = res.rows as FairClaimRow[];
+        return {
+          jobs: rows.filter((r) => r.id !== null).map((r) => claimedRowToJob(r, claimed)),
+          tenants: rows[0]?.ring_size ?? 0,
+          cursor: rows[0]?.ring_cursor ?? null,
+        };
+      });
+    }
     return jobs.sort(
       (a, b) => a.priority - b.priority || a.availableAt - b.availableAt || (a.id < b.id ? -1 : 1),
     );
@@ -461,13 +502,14 @@ export class PostgresJobBackend extends SqlJobBackendBase implements JobBackend,
     return (res.rows as StateRow[]).map(rowToJobState);
   }
 
-  /** Pending jobs of every tenant, in id order. */
+  /** Pending jobs of every tenant, in (tenant, priority, available_at, id) order. */
   async jobPendingPage(p: { after?: JobState; limit: number }): Promise<JobState[]> {
     const res = await this.query('docket_pending_page', PENDING_PAGE, [
       p.after?.priority ?? null,
       p.limit,
       p.after?.availableAt ?? null,
       p.after?.id ?? null,
+      p.after?.tenantId ?? null,
     ]);
     return (res.rows as StateRow[]).map(rowToJobState);
   }

@@ -12,6 +12,7 @@ import type {
 } from '../backend.js';
 import type { Job } from '../types.js';
 import { claimedRowToJob, rowToJobState, type ClaimedJobRow, type StateRow } from './rows.js';
+import { cursorPosition, fairShare, FairClaims } from './fair-claims.js';
 import { SqlJobBackendBase } from './sql-common.js';
 
 // SQLite has one writer at a time, so a claim is a single UPDATE ... RETURNING over a
@@ -27,23 +28,32 @@ const CLAIMED = `id, tenant_id, queue, type, payload, priority, available_at, at
 const STATE = `id, tenant_id, queue, type, status, available_at, lease_until, priority, trace_id,
   attempts`;
 
+// What a claim may take besides being pending: due, and the claimer's filters (null = any).
+const CLAIMABLE = `available_at <= @now
+  and (@types is null or type in (select value from json_each(@types)))
+  and (@excludeTypes is null or type not in (select value from json_each(@excludeTypes)))
+  and (@queues is null or queue in (select value from json_each(@queues)))`;
+
 const SQL = {
-  claimAll: `
+  // Claims are fair across tenants (fair-claims.ts): a round finds the ring's tenants with a
+  // claimable job with nextTenant (a seek of jobs_fair each, which walks only what sorts
+  // before the tenant's first claimable job: SQLite's partial index holds only live pending
+  // rows, never claimed ones) and claims each tenant's share with claimTenant,
+  // all inside one write transaction. INDEXED BY pins the ordered walk of the tenant's part of
+  // jobs_fair: with statistics of a table that was all pending, SQLite's planner has chosen
+  // worse claim plans before (bench/NOTES.md, "PRAGMA optimize").
+  nextTenant: `
+    select coalesce(
+      (select min(tenant_id) from jobs indexed by jobs_fair
+       where status = 'pending' and tenant_id > @after and ${CLAIMABLE}),
+      (select min(tenant_id) from jobs indexed by jobs_fair
+       where status = 'pending' and ${CLAIMABLE})) as tenant`,
+  claimTenant: `
     update jobs set status = 'processing', attempts = attempts + 1, locked_by = @workerId,
       locked_at = @now, lease_until = @leaseUntil, updated_at = @now
     where id in (
-      select id from jobs where status = 'pending' and available_at <= @now
-      order by priority, available_at, id limit @limit)
-    returning ${CLAIMED}`,
-  claimFiltered: `
-    update jobs set status = 'processing', attempts = attempts + 1, locked_by = @workerId,
-      locked_at = @now, lease_until = @leaseUntil, updated_at = @now
-    where id in (
-      select id from jobs where status = 'pending' and available_at <= @now
-        and (@types is null or type in (select value from json_each(@types)))
-        and (@excludeTypes is null or type not in (select value from json_each(@excludeTypes)))
-        and (@queues is null or queue in (select value from json_each(@queues)))
-        and (@tenant is null or tenant_id = @tenant)
+      select id from jobs indexed by jobs_fair
+      where tenant_id = @tenant and status = 'pending' and ${CLAIMABLE}
       order by priority, available_at, id limit @limit)
     returning ${CLAIMED}`,
   complete: `
@@ -58,9 +68,10 @@ const SQL = {
   states: `
     select ${STATE} from jobs where id in (select value from json_each(@ids))`,
   pendingPage: `
-    select ${STATE} from jobs where status = 'pending'
-      and (@priority is null or (priority, available_at, id) > (@priority, @availableAt, @id))
-    order by priority, available_at, id limit @limit`,
+    select ${STATE} from jobs indexed by jobs_fair where status = 'pending'
+      and (@tenant is null
+        or (tenant_id, priority, available_at, id) > (@tenant, @priority, @availableAt, @id))
+    order by tenant_id, priority, available_at, id limit @limit`,
   completeRemove: `
     delete from jobs where id = @id and locked_by = @workerId and status = 'processing'`,
   retry: `
@@ -99,6 +110,7 @@ type Statements = { [K in keyof typeof SQL]: Database.Statement };
 export class SqliteJobBackend extends SqlJobBackendBase implements JobBackend, KeyedJobClaims {
   readonly capabilities: JobBackendCapabilities = { crossProcessWakeups: false };
   private statements: Statements | undefined;
+  private readonly fair = new FairClaims();
 
   constructor(private readonly sqliteStore: SqliteStore) {
     super(sqliteStore);
@@ -113,34 +125,55 @@ export class SqliteJobBackend extends SqlJobBackendBase implements JobBackend, K
     });
   }
 
-  /** Claims due jobs in one write statement. */
+  /** Claims due jobs round-robin across tenants (fair-claims.ts), a round per transaction. */
   async jobClaimBatch(p: JobClaimBatchParams): Promise<Job[]> {
-    const filtered = Boolean(
-      p.types?.length || p.excludeTypes?.length || p.queues?.length || p.tenant,
-    );
-    const base = {
-      now: p.now,
-      limit: p.limit,
-      workerId: p.workerId,
-      leaseUntil: p.now + p.leaseMs,
+    const claim = { now: p.now, workerId: p.workerId, leaseUntil: p.now + p.leaseMs };
+    const params = {
+      ...claim,
+      types: p.types?.length ? JSON.stringify(p.types) : null,
+      excludeTypes: p.excludeTypes?.length ? JSON.stringify(p.excludeTypes) : null,
+      queues: p.queues?.length ? JSON.stringify(p.queues) : null,
     };
-    const rows = await this.run((s) =>
-      filtered
-        ? (s.claimFiltered.all({
-            ...base,
-            types: p.types?.length ? JSON.stringify(p.types) : null,
-            excludeTypes: p.excludeTypes?.length ? JSON.stringify(p.excludeTypes) : null,
-            queues: p.queues?.length ? JSON.stringify(p.queues) : null,
-            tenant: p.tenant ?? null,
-          }) as ClaimedJobRow[])
-        : (s.claimAll.all(base) as ClaimedJobRow[]),
+    const toJobs = (rows: unknown[]) =>
+      (rows as ClaimedJobRow[]).map((r) => claimedRowToJob(r, claim));
+    const jobs = p.tenant
+      ? await this.run((s) =>
+          toJobs(s.claimTenant.all({ ...params, tenant: p.tenant, limit: p.limit })),
+        )
+      : await this.fair.claim(p.limit, ({ limit, cursor }) =>
+          this.run((s, db) =>
+            db.transaction(() => {
+              const ring = this.ring(s, params, cursor, limit);
+              const claimed = ring.flatMap((tenant, i) =>
+                toJobs(
+                  s.claimTenant.all({
+                    ...params,
+                    tenant,
+                    limit: fairShare(limit, ring.length, i + 1),
+                  }),
+                ),
+              );
+              const at = ring[cursorPosition(limit, ring.length) - 1] ?? null;
+              return { jobs: claimed, tenants: ring.length, cursor: at };
+            })(),
+          ),
+        );
+    return jobs.sort(
+      (a, b) => a.priority - b.priority || a.availableAt - b.availableAt || (a.id < b.id ? -1 : 1),
     );
-    return rows
-      .map((r) => claimedRowToJob(r, base))
-      .sort(
-        (a, b) =>
-          a.priority - b.priority || a.availableAt - b.availableAt || (a.id < b.id ? -1 : 1),
-      );
+  }
+
+  /** Up to `limit` tenants with claimable jobs, after `cursor` in tenant order and wrapping. */
+  private ring(s: Statements, filters: object, cursor: string, limit: number): string[] {
+    const ring: string[] = [];
+    let after = cursor;
+    while (ring.length < limit) {
+      const { tenant } = s.nextTenant.get({ ...filters, after }) as { tenant: string | null };
+      if (tenant === null || tenant === ring[0]) break;
+      ring.push(tenant);
+      after = tenant;
+    }
+    return ring;
   }
 
   /** Completes many jobs in one transaction. */
@@ -196,7 +229,7 @@ export class SqliteJobBackend extends SqlJobBackendBase implements JobBackend, K
     return rows.map(rowToJobState);
   }
 
-  /** Pending jobs of every tenant, in id order. */
+  /** Pending jobs of every tenant, in (tenant, priority, available_at, id) order. */
   async jobPendingPage(p: { after?: JobState; limit: number }): Promise<JobState[]> {
     const rows = await this.run(
       (s) =>
@@ -204,6 +237,7 @@ export class SqliteJobBackend extends SqlJobBackendBase implements JobBackend, K
           priority: p.after?.priority ?? null,
           availableAt: p.after?.availableAt ?? null,
           id: p.after?.id ?? null,
+          tenant: p.after?.tenantId ?? null,
           limit: p.limit,
         }) as StateRow[],
     );

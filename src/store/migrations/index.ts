@@ -2,6 +2,7 @@ import { m001Foundation } from './001-foundation.js';
 import { m002Audit } from './002-audit.js';
 import { m003JobKeys } from './003-job-keys.js';
 import { m005RateLimits } from './005-rate-limits.js';
+import { m006FairClaims } from './006-fair-claims.js';
 
 /** A numbered, never-edited migration with one statement list per dialect. */
 export interface DocketMigration {
@@ -21,4 +22,5 @@ export const MIGRATIONS: readonly DocketMigration[] = [
   m002Audit,
   m003JobKeys,
   m005RateLimits,
+  m006FairClaims,
 ];
