@@ -6,6 +6,7 @@ import {
   type DocketOptions,
 } from './config/index.js';
 import { systemClock, type Clock } from './core/clock.js';
+import { DocketError } from './core/errors.js';
 import { currentContext, requireTenant, runWithContext } from './core/context.js';
 import { uuidV7Generator, type IdGenerator } from './core/ids.js';
 import { silentLogger, type Logger } from './core/logger.js';
@@ -33,6 +34,10 @@ import {
 } from './jobs/index.js';
 import { createHttpJobHandler, createHttpPayloadValidator } from './jobs/builtins/http-request.js';
 import { validateRateLimit } from './jobs/rate-limits.js';
+import { OutboxService, validateOutboxOptions, type OutboxOptions } from './outbox/service.js';
+import type { OutboxRelay, RelayOptions } from './outbox/relay.js';
+import type { OutboxJobPayload } from './outbox/sinks.js';
+import type { OutboxAddInput, OutboxEvent, OutboxStatus } from './outbox/types.js';
 import {
   AuditService,
   type ActionOf,
@@ -107,6 +112,8 @@ export interface CreateDocketOptions<
   random?: () => number;
   /** Testing hook between dead-letter steps (crash injection). Default none. */
   failpoint?: (name: Failpoint) => void | Promise<void>;
+  /** The transactional outbox: routes from topics to sinks (SPEC O). Default none. */
+  outbox?: OutboxOptions;
 }
 
 /** A transaction handed out by withTransaction; Docket's `…Tx` writes join it. */
@@ -203,6 +210,34 @@ export interface Docket<M extends JobMap = JobMap, D extends AuditDefinition = A
     /** Counts by status (the tenant's). */
     counts(options?: { tenant?: string }): Promise<Record<string, number>>;
   };
+  /** The transactional outbox (SPEC O). */
+  readonly outbox: {
+    /** Writes events in a transaction from withTransaction: they exist only if it commits. */
+    add<DB>(tx: DocketTransaction<DB>, event: OutboxAddInput): Promise<OutboxEvent>;
+    /** Writes many events in a transaction from withTransaction. */
+    addMany<DB>(tx: DocketTransaction<DB>, events: OutboxAddInput[]): Promise<OutboxEvent[]>;
+    /** One event; OUTBOX_EVENT_NOT_FOUND if absent or another tenant's. */
+    get(id: string, options?: { tenant?: string }): Promise<OutboxEvent>;
+    /** A page of events, newest first, optionally of some states. */
+    list(
+      filter?: { status?: OutboxStatus[]; cursor?: string; limit?: number },
+      options?: { tenant?: string },
+    ): Promise<Page<OutboxEvent>>;
+    /** Publishes a dead event again (audited); OUTBOX_EVENT_NOT_DEAD if it is not dead. */
+    replay(id: string, options?: ActorOptions): Promise<OutboxEvent>;
+    /** Counts by state (the tenant's). */
+    counts(options?: { tenant?: string }): Promise<Record<string, number>>;
+    /**
+     * A job handler applying events from a `jobs` sink exactly once for `consumer`: the
+     * handler's writes through `tx` commit with the `(event_id, consumer)` record.
+     */
+    consumer<DB = DocketDatabase>(
+      consumer: string,
+      handler: (event: OutboxJobPayload, tx: DocketTransaction<DB>) => Promise<void>,
+    ): JobHandler<OutboxJobPayload>;
+    /** Creates (does not start) a relay that publishes due events to the configured sinks. */
+    createRelay(options?: RelayOptions): Promise<OutboxRelay>;
+  };
   /** The dead-letter queue. */
   readonly dlq: {
     /** A page of dead-lettered jobs. */
@@ -244,6 +279,7 @@ export function createDocket<
   D extends AuditDefinition = AuditDefinition,
 >(options: CreateDocketOptions<M, D> = {}): Docket<M, D> {
   const config = resolveConfig(options);
+  validateOutboxOptions(options.outbox);
   const logger = options.logger ?? silentLogger();
   const clock = options.clock ?? systemClock;
   const ids = options.ids ?? uuidV7Generator;
@@ -330,6 +366,26 @@ export function createDocket<
     };
   };
   const workers = new Set<Worker>();
+  const relays = new Set<OutboxRelay>();
+
+  let outboxService: OutboxService | undefined;
+  const outbox = async () => {
+    const { store } = await ready();
+    outboxService ??= new OutboxService({
+      store,
+      logger,
+      now: () => clock.now(),
+      ids,
+      options: options.outbox ?? {},
+      webhooks: config.webhooks,
+      payloadLimitBytes: config.payloadLimitBytes,
+      enqueue: async (type, payload, o) =>
+        (await docket.enqueue(type as keyof M & string, payload as M[keyof M & string], o)).job,
+      tenantOfTx: (tx) => txTenants.get(tx),
+      withTransaction: (tenant, fn) => docket.withTransaction(tenant, fn),
+    });
+    return outboxService;
+  };
 
   let auditService: AuditService | undefined;
   const audit = async () => {
@@ -393,6 +449,7 @@ export function createDocket<
       await reaper?.stop();
       for (const m of maintenance) await m.stop();
       await Promise.all([...workers].map((w) => w.stop()));
+      await Promise.all([...relays].map((r) => r.stop()));
       await auditService?.writer.stop();
       if (opened) {
         const { store, backend } = await opened;
@@ -417,8 +474,51 @@ export function createDocket<
       // Jobs enqueued in the transaction are committed now: hand them to the queue's dispatch
       // (Redis) and wake this process's workers.
       if (committed) await backend.jobTransactionCommitted?.(committed as TenantTransaction);
+      if (committed) outboxService?.committed(committed);
       backend.notifyJobsAvailable();
       return out;
+    },
+    outbox: {
+      async add(tx, event) {
+        const [e] = await (await outbox()).add(tx as unknown as TenantTransaction, [event]);
+        return e as OutboxEvent;
+      },
+      async addMany(tx, events) {
+        return (await outbox()).add(tx as unknown as TenantTransaction, events);
+      },
+      async get(id, o) {
+        return (await outbox()).get(requireTenant(o?.tenant), id);
+      },
+      async list(filter, o) {
+        return (await outbox()).list(requireTenant(o?.tenant), filter);
+      },
+      async replay(id, o) {
+        return (await outbox()).replay(requireTenant(o?.tenant), id, o);
+      },
+      async counts(o) {
+        return (await outbox()).counts(requireTenant(o?.tenant));
+      },
+      consumer(name, handler) {
+        // Validated now; the service (and its store) is opened on the first delivery.
+        if (typeof name !== 'string' || name.length < 1 || name.length > 200) {
+          throw new DocketError('CONFIG_INVALID', 'a consumer name is 1–200 characters', {
+            name: 'consumer',
+          });
+        }
+        let h: ReturnType<OutboxService['consumer']> | undefined;
+        return async (ctx) => {
+          h ??= (await outbox()).consumer(
+            name,
+            handler as unknown as Parameters<OutboxService['consumer']>[1],
+          );
+          return h(ctx);
+        };
+      },
+      async createRelay(o) {
+        const relay = (await outbox()).createRelay(o);
+        relays.add(relay);
+        return relay;
+      },
     },
     async enqueue(type, payload, o) {
       const [r] = await (

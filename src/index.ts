@@ -50,4 +50,16 @@ export type {
 export type { Worker, WorkerOptions, ReapResult } from './worker/index.js';
 export type { HttpJobPayload } from './jobs/builtins/http-request.js';
 export { signWebhook, verifyWebhookSignature } from './outbox/webhook-request.js';
+export { PermanentSinkError } from './outbox/types.js';
+export type {
+  OutboxAddInput,
+  OutboxEvent,
+  OutboxRoute,
+  OutboxSink,
+  OutboxStatus,
+  SinkReceipt,
+} from './outbox/types.js';
+export type { OutboxOptions, OutboxSinkConfig } from './outbox/service.js';
+export type { OutboxRelay, RelayOptions } from './outbox/relay.js';
+export type { OutboxJobPayload, WebhookSinkOptions } from './outbox/sinks.js';
 export type { WebhookDeliveryRecord, DeliveryClass } from './outbox/webhook-request.js';

@@ -7,6 +7,8 @@ export const BUILTIN_AUDIT_ACTIONS = [
   'job.dlq_replayed',
   'job.dlq_purged',
   'job.dead_lettered',
+  'outbox.event_dead',
+  'outbox.event_replayed',
   'audit.config_updated',
   'http.post',
   'http.put',
@@ -18,7 +20,7 @@ export const BUILTIN_AUDIT_ACTIONS = [
 export type BuiltinAuditAction = (typeof BUILTIN_AUDIT_ACTIONS)[number];
 
 /** Resource types Docket itself records. */
-export const BUILTIN_AUDIT_RESOURCES = ['job', 'audit_config', 'http'] as const;
+export const BUILTIN_AUDIT_RESOURCES = ['job', 'outbox_event', 'audit_config', 'http'] as const;
 
 /** How a resource type is audited. */
 export interface AuditResourceOptions {

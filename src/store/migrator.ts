@@ -15,6 +15,8 @@ export const DOCKET_TABLES = [
   'audit_purge_guard',
   'alerts',
   'rate_counters',
+  'outbox_events',
+  'outbox_consumed',
 ] as const;
 
 /** Runs Docket's migrations for one dialect through Kysely's Migrator (which locks). */

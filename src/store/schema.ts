@@ -147,4 +147,37 @@ export interface DocketDatabase {
   audit_purge_guard: AuditPurgeGuardTable;
   alerts: AlertsTable;
   rate_counters: RateCountersTable;
+  outbox_events: OutboxEventsTable;
+  outbox_consumed: OutboxConsumedTable;
+}
+
+/** An outbox event (SPEC O-1); JSON columns as text. */
+export interface OutboxEventsTable {
+  id: string;
+  tenant_id: string;
+  topic: string;
+  key: string | null;
+  payload: string;
+  headers: string;
+  trace_id: string;
+  status: string;
+  attempts: number;
+  max_attempts: number;
+  available_at: number;
+  lease_owner: string | null;
+  lease_until: number | null;
+  last_error: string | null;
+  /** JSON array of the sink names that accepted the event. */
+  sinks_done: string;
+  created_at: number;
+  updated_at: number;
+  published_at: number | null;
+}
+
+/** An exactly-once consumer's record of an event it applied (SPEC O-4). */
+export interface OutboxConsumedTable {
+  tenant_id: string;
+  consumer: string;
+  event_id: string;
+  consumed_at: number;
 }

@@ -3,6 +3,7 @@ import { m002Audit } from './002-audit.js';
 import { m003JobKeys } from './003-job-keys.js';
 import { m005RateLimits } from './005-rate-limits.js';
 import { m006FairClaims } from './006-fair-claims.js';
+import { m007Outbox } from './007-outbox.js';
 
 /** A numbered, never-edited migration with one statement list per dialect. */
 export interface DocketMigration {
@@ -23,4 +24,5 @@ export const MIGRATIONS: readonly DocketMigration[] = [
   m003JobKeys,
   m005RateLimits,
   m006FairClaims,
+  m007Outbox,
 ];

@@ -1,0 +1,326 @@
+// The outbox as Docket exposes it (SPEC O-1 … O-6): add in the caller's transaction, read,
+// replay, exactly-once consumers, and relays that publish to configured sinks.
+import { EventEmitter } from 'node:events';
+import type { Transaction } from 'kysely';
+import { DocketError } from '../core/errors.js';
+import type { IdGenerator } from '../core/ids.js';
+import type { Logger } from '../core/logger.js';
+import { resolveTraceId } from '../core/context.js';
+import { decodeCursor, encodeCursor } from '../jobs/backends/rows.js';
+import type { Store } from '../store/index.js';
+import type { DocketDatabase } from '../store/schema.js';
+import { createRelay, type OutboxRelay, type RelayOptions } from './relay.js';
+import { jobsSink, webhookSink, type EnqueueForSink, type OutboxJobPayload } from './sinks.js';
+import { OutboxStore, TOPIC, validateRoutePattern, type NewOutboxRow } from './store.js';
+import type {
+  OutboxAddInput,
+  OutboxEvent,
+  OutboxRoute,
+  OutboxSink,
+  OutboxStatus,
+} from './types.js';
+import type { UrlSafetyOptions } from './url-safety.js';
+
+/** A sink by configuration: Docket's job queue, a webhook, or an object of your own. */
+export type OutboxSinkConfig =
+  | { kind: 'jobs'; /** Job type each event becomes. */ type: string }
+  | {
+      kind: 'webhook';
+      /** Target URL (public addresses only unless `webhooks.allow` admits it). */
+      url: string;
+      /** Signing secret of the `Docket-Signature` header. */
+      secret: string;
+      /** Per-request timeout, ms. Default 10,000. */
+      timeoutMs?: number;
+    }
+  | OutboxSink;
+
+/** Outbox options of createDocket. */
+export interface OutboxOptions {
+  /** Topic patterns to sink names; an event goes to every sink whose route matches its topic. */
+  routes?: OutboxRoute[];
+  /** Sinks by name. */
+  sinks?: Record<string, OutboxSinkConfig>;
+  /** Publication attempts before an event is dead. Default 10. */
+  maxAttempts?: number;
+}
+
+const STATUSES: readonly OutboxStatus[] = ['pending', 'publishing', 'published', 'failed', 'dead'];
+const HEADER_BYTES = 8192;
+
+/** What the service needs. */
+export interface OutboxServiceDeps {
+  store: Store;
+  logger: Logger;
+  now: () => number;
+  ids: IdGenerator;
+  options: OutboxOptions;
+  webhooks: UrlSafetyOptions;
+  payloadLimitBytes: number;
+  enqueue: EnqueueForSink;
+  tenantOfTx: (tx: object) => string | undefined;
+  withTransaction: <T>(
+    tenant: string,
+    fn: (tx: Transaction<DocketDatabase>) => Promise<T>,
+  ) => Promise<T>;
+}
+
+/** Validates outbox options at createDocket time (CONFIG_INVALID). */
+export function validateOutboxOptions(o: OutboxOptions | undefined): void {
+  if (!o) return;
+  for (const r of o.routes ?? []) {
+    validateRoutePattern(r.topic);
+    if (!o.sinks || !(r.sink in o.sinks)) {
+      throw new DocketError(
+        'CONFIG_INVALID',
+        `outbox route ${r.topic} names unknown sink "${r.sink}"`,
+        {
+          name: 'outbox.routes',
+          value: r.sink,
+        },
+      );
+    }
+  }
+  const m = o.maxAttempts;
+  if (m !== undefined && (!Number.isInteger(m) || m < 1 || m > 1000)) {
+    throw new DocketError('CONFIG_INVALID', 'outbox.maxAttempts must be an integer 1–1000', {
+      name: 'outbox.maxAttempts',
+      value: m,
+    });
+  }
+}
+
+/** The outbox service of one Docket instance. */
+export class OutboxService {
+  readonly rows: OutboxStore;
+  /** Emits 'added' when a transaction that added events committed in this process. */
+  readonly wakeups = new EventEmitter();
+  private readonly added = new WeakSet<object>();
+  private sinks: Record<string, OutboxSink> | undefined;
+
+  constructor(private readonly deps: OutboxServiceDeps) {
+    this.rows = new OutboxStore(deps.store);
+    this.wakeups.setMaxListeners(0);
+  }
+
+  /** Writes events in `tx` (from withTransaction); they exist only if it commits. */
+  async add(
+    tx: Transaction<DocketDatabase>,
+    inputs: readonly OutboxAddInput[],
+  ): Promise<OutboxEvent[]> {
+    const tenant = this.deps.tenantOfTx(tx);
+    if (!tenant) {
+      throw new DocketError(
+        'TX_INVALID',
+        'outbox.add needs a transaction from docket.withTransaction',
+      );
+    }
+    const now = this.deps.now();
+    const rows: NewOutboxRow[] = inputs.map((i, n) => this.row(tenant, i, now, n));
+    await this.rows.add(tx, rows);
+    this.added.add(tx);
+    return rows.map((r) => ({
+      id: r.id,
+      tenantId: r.tenant_id,
+      topic: r.topic,
+      key: r.key,
+      payload: JSON.parse(r.payload) as OutboxEvent['payload'],
+      headers: JSON.parse(r.headers) as Record<string, string>,
+      traceId: r.trace_id,
+      status: 'pending',
+      attempts: 0,
+      maxAttempts: r.max_attempts,
+      availableAt: r.available_at,
+      leaseOwner: null,
+      leaseUntil: null,
+      lastError: null,
+      sinksDone: [],
+      createdAt: r.created_at,
+      updatedAt: r.updated_at,
+      publishedAt: null,
+    }));
+  }
+
+  /** Called by withTransaction after a commit: wakes this process's relays. */
+  committed(tx: object): void {
+    if (this.added.has(tx)) this.wakeups.emit('added');
+  }
+
+  private row(tenant: string, i: OutboxAddInput, now: number, n: number): NewOutboxRow {
+    const bad = (field: string, message: string) =>
+      new DocketError('VALIDATION_FAILED', message, { field: `[${n}].${field}` });
+    if (!i || typeof i !== 'object') throw bad('', 'an outbox event is an object');
+    if (typeof i.topic !== 'string' || !TOPIC.test(i.topic)) {
+      throw bad('topic', 'topic must be 1–200 of A-Z a-z 0-9 . _ : -');
+    }
+    if (
+      i.key !== undefined &&
+      (typeof i.key !== 'string' || i.key.length < 1 || i.key.length > 200)
+    ) {
+      throw bad('key', 'key must be a string of 1–200 characters');
+    }
+    let payload: string | undefined;
+    try {
+      payload = JSON.stringify(i.payload ?? null);
+    } catch {
+      payload = undefined;
+    }
+    if (payload === undefined) throw bad('payload', 'payload must be JSON (no cycles, no BigInt)');
+    if (Buffer.byteLength(payload) > this.deps.payloadLimitBytes) {
+      throw new DocketError('PAYLOAD_TOO_LARGE', 'outbox payload exceeds payloadLimitBytes', {
+        field: `[${n}].payload`,
+        limit: this.deps.payloadLimitBytes,
+      });
+    }
+    const headers = i.headers ?? {};
+    if (
+      typeof headers !== 'object' ||
+      Object.values(headers).some((v) => typeof v !== 'string') ||
+      Buffer.byteLength(JSON.stringify(headers)) > HEADER_BYTES
+    ) {
+      throw bad('headers', `headers must map names to strings, ${HEADER_BYTES} bytes at most`);
+    }
+    const maxAttempts = i.maxAttempts ?? this.deps.options.maxAttempts ?? 10;
+    if (!Number.isInteger(maxAttempts) || maxAttempts < 1 || maxAttempts > 1000) {
+      throw bad('maxAttempts', 'maxAttempts must be an integer 1–1000');
+    }
+    const availableAt = i.availableAt ?? now;
+    if (!Number.isInteger(availableAt) || availableAt < 0) {
+      throw bad('availableAt', 'availableAt must be epoch milliseconds');
+    }
+    return {
+      id: this.deps.ids.next(),
+      tenant_id: tenant,
+      topic: i.topic,
+      key: i.key ?? null,
+      payload,
+      headers: JSON.stringify(headers),
+      trace_id: resolveTraceId(),
+      max_attempts: maxAttempts,
+      available_at: availableAt,
+      sinks_done: '[]',
+      created_at: now,
+      updated_at: now,
+    };
+  }
+
+  /** One event (OUTBOX_EVENT_NOT_FOUND if absent or another tenant's). */
+  async get(tenant: string, id: string): Promise<OutboxEvent> {
+    const e = await this.rows.get(tenant, id);
+    if (!e) throw new DocketError('OUTBOX_EVENT_NOT_FOUND', `outbox event ${id} not found`, { id });
+    return e;
+  }
+
+  /** A page of a tenant's events, newest first. */
+  async list(
+    tenant: string,
+    o: { status?: OutboxStatus[]; cursor?: string; limit?: number } = {},
+  ): Promise<{ items: OutboxEvent[]; nextCursor: string | null }> {
+    const limit = o.limit ?? 50;
+    if (!Number.isInteger(limit) || limit < 1 || limit > 200) {
+      throw new DocketError('VALIDATION_FAILED', 'limit must be an integer 1–200', {
+        field: 'limit',
+      });
+    }
+    for (const s of o.status ?? []) {
+      if (!STATUSES.includes(s)) {
+        throw new DocketError('VALIDATION_FAILED', `unknown outbox status ${String(s)}`, {
+          field: 'status',
+        });
+      }
+    }
+    const before = o.cursor ? decodeCursor(o.cursor) : undefined;
+    const rows = await this.rows.list({ tenant, statuses: o.status, before, limit: limit + 1 });
+    const items = rows.slice(0, limit);
+    const last = items[items.length - 1];
+    return { items, nextCursor: rows.length > limit && last ? encodeCursor(last.id) : null };
+  }
+
+  /** Replays a dead event (audited); OUTBOX_EVENT_NOT_DEAD if it is not dead. */
+  async replay(tenant: string, id: string, o: { actor?: string; traceId?: string } = {}) {
+    const r = await this.rows.replay({
+      tenant,
+      id,
+      actor: o.actor ?? 'library',
+      traceId: resolveTraceId(o.traceId),
+      now: this.deps.now(),
+    });
+    if (!r) throw new DocketError('OUTBOX_EVENT_NOT_FOUND', `outbox event ${id} not found`, { id });
+    if (!r.changed) {
+      throw new DocketError(
+        'OUTBOX_EVENT_NOT_DEAD',
+        `outbox event ${id} is ${r.event.status}, not dead`,
+        {
+          id,
+          status: r.event.status,
+        },
+      );
+    }
+    this.wakeups.emit('added');
+    return r.event;
+  }
+
+  /** Counts by state. */
+  counts(tenant: string): Promise<Record<string, number>> {
+    return this.rows.counts(tenant);
+  }
+
+  /**
+   * A job handler for events delivered by a `jobs` sink that applies each event exactly once
+   * for `consumer`: the handler's writes (through `tx`) and the `(event_id, consumer)` record
+   * commit together, so a redelivered event is acknowledged without a second effect (O-4).
+   */
+  consumer(
+    consumer: string,
+    handler: (event: OutboxJobPayload, tx: Transaction<DocketDatabase>) => Promise<void>,
+  ): (ctx: {
+    payload: OutboxJobPayload;
+    job: { tenantId: string };
+  }) => Promise<{ duplicate: boolean }> {
+    if (typeof consumer !== 'string' || consumer.length < 1 || consumer.length > 200) {
+      throw new DocketError('CONFIG_INVALID', 'a consumer name is 1–200 characters', {
+        name: 'consumer',
+      });
+    }
+    return async (ctx) =>
+      this.deps.withTransaction(ctx.job.tenantId, async (tx) => {
+        const first = await this.rows.recordConsumed(tx, {
+          tenant: ctx.job.tenantId,
+          consumer,
+          eventId: ctx.payload.eventId,
+          now: this.deps.now(),
+        });
+        if (!first) return { duplicate: true };
+        await handler(ctx.payload, tx);
+        return { duplicate: false };
+      });
+  }
+
+  /** The configured sinks, built once. */
+  private sinkMap(): Record<string, OutboxSink> {
+    if (this.sinks) return this.sinks;
+    const out: Record<string, OutboxSink> = {};
+    for (const [name, c] of Object.entries(this.deps.options.sinks ?? {})) {
+      if ('publish' in c) out[name] = c;
+      else if (c.kind === 'jobs') out[name] = jobsSink(c.type, this.deps.enqueue);
+      else out[name] = webhookSink({ ...c, allow: this.deps.webhooks.allow });
+    }
+    return (this.sinks = out);
+  }
+
+  /** A relay over this instance's routes and sinks (not started). */
+  createRelay(o: RelayOptions = {}): OutboxRelay {
+    return createRelay(
+      {
+        store: this.deps.store,
+        outbox: this.rows,
+        routes: this.deps.options.routes ?? [],
+        sinks: this.sinkMap(),
+        logger: this.deps.logger,
+        now: this.deps.now,
+        wakeups: this.wakeups,
+      },
+      o,
+    );
+  }
+}

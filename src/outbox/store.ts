@@ -1,0 +1,379 @@
+// Outbox rows on both stores (SPEC O-1 … O-5). Every state change is a guarded UPDATE (the
+// expected state and, for a relay, its lease in the WHERE clause), and the database's trigger
+// refuses any transition O-1 does not name, whoever writes.
+import { sql, type Transaction } from 'kysely';
+import { appendAuditEvents, prepareAuditEvent, principalFromActor } from '../audit/index.js';
+import type { JsonValue } from '../audit/content.js';
+import { DocketError } from '../core/errors.js';
+import { isUuid } from '../core/ids.js';
+import type { Store } from '../store/index.js';
+import type { DocketDatabase, OutboxEventsTable } from '../store/schema.js';
+import type { OutboxEvent, OutboxStatus } from './types.js';
+
+/** Characters of a topic; route patterns add `*`. */
+export const TOPIC = /^[A-Za-z0-9._:-]{1,200}$/;
+const ROUTE = /^[A-Za-z0-9._:*-]{1,200}$/;
+
+/** Checks a route's topic pattern (CONFIG_INVALID). */
+export function validateRoutePattern(pattern: string): void {
+  if (!ROUTE.test(pattern)) {
+    throw new DocketError(
+      'CONFIG_INVALID',
+      `outbox route topic ${JSON.stringify(pattern)} must be 1–200 of A-Z a-z 0-9 . _ : - *`,
+      { name: 'outbox.routes', value: pattern },
+    );
+  }
+}
+
+/** Whether a topic matches a route pattern (`*` = any run of characters). */
+export function topicMatches(pattern: string, topic: string): boolean {
+  const re = new RegExp(
+    `^${pattern
+      .split('*')
+      .map((p) => p.replace(/[.]/g, '\\.'))
+      .join('.*')}$`,
+  );
+  return re.test(topic);
+}
+
+/** A route pattern as a PostgreSQL LIKE pattern (`_` escaped) or a SQLite GLOB pattern. */
+function likePattern(pattern: string): string {
+  return pattern.replace(/[\\%_]/g, (c) => `\\${c}`).replace(/\*/g, '%');
+}
+
+/** The row as the API shows it. */
+export function rowToEvent(r: OutboxEventsTable): OutboxEvent {
+  return {
+    id: r.id,
+    tenantId: r.tenant_id,
+    topic: r.topic,
+    key: r.key,
+    payload: (typeof r.payload === 'string' ? JSON.parse(r.payload) : r.payload) as JsonValue,
+    headers: (typeof r.headers === 'string' ? JSON.parse(r.headers) : r.headers) as Record<
+      string,
+      string
+    >,
+    traceId: r.trace_id,
+    status: r.status as OutboxStatus,
+    attempts: Number(r.attempts),
+    maxAttempts: Number(r.max_attempts),
+    availableAt: Number(r.available_at),
+    leaseOwner: r.lease_owner,
+    leaseUntil: r.lease_until === null ? null : Number(r.lease_until),
+    lastError: r.last_error,
+    sinksDone: JSON.parse(r.sinks_done) as string[],
+    createdAt: Number(r.created_at),
+    updatedAt: Number(r.updated_at),
+    publishedAt: r.published_at === null ? null : Number(r.published_at),
+  };
+}
+
+/** A new event's row (validated by the service). */
+export type NewOutboxRow = Omit<
+  OutboxEventsTable,
+  'status' | 'attempts' | 'lease_owner' | 'lease_until' | 'last_error' | 'published_at'
+>;
+
+/** Outbox reads and guarded writes. */
+export class OutboxStore {
+  constructor(private readonly store: Store) {}
+
+  /** Inserts events in the caller's transaction (they commit or roll back with it). */
+  async add(trx: Transaction<DocketDatabase>, rows: readonly NewOutboxRow[]): Promise<void> {
+    if (rows.length === 0) return;
+    await trx
+      .insertInto('outbox_events')
+      .values(
+        rows.map((r) => ({
+          ...r,
+          status: 'pending',
+          attempts: 0,
+          lease_owner: null,
+          lease_until: null,
+          last_error: null,
+          published_at: null,
+        })),
+      )
+      .execute();
+    // Relays in other processes wake at commit (PostgreSQL delivers NOTIFY only then).
+    if (this.store.dialect === 'postgres') {
+      await sql`select pg_notify('docket_outbox', '')`.execute(trx);
+    }
+  }
+
+  /**
+   * Claims up to `limit` due events whose topic has a route: pending ones, failed ones whose
+   * retry is due, and publishing ones whose lease expired (a relay died mid-batch). With
+   * `ordered`, an event is claimable only when no earlier event of its key is still unfinished
+   * (pending, publishing or failed), so a key's events go out one at a time, in order.
+   */
+  async claim(p: {
+    owner: string;
+    now: number;
+    leaseMs: number;
+    limit: number;
+    patterns: readonly string[];
+    ordered: boolean;
+  }): Promise<OutboxEvent[]> {
+    if (p.patterns.length === 0) return [];
+    const leaseUntil = p.now + p.leaseMs;
+    if (this.store.dialect === 'postgres') {
+      const patterns = p.patterns.map(likePattern);
+      return this.store.withSystemStatement(async (db) => {
+        const res = await sql<OutboxEventsTable>`
+          update outbox_events e
+          set status = 'publishing', attempts = e.attempts + 1, lease_owner = ${p.owner},
+              lease_until = ${leaseUntil}, updated_at = ${p.now}
+          where (e.tenant_id, e.id) in (
+            select c.tenant_id, c.id from outbox_events c
+            where ((c.status in ('pending', 'failed') and c.available_at <= ${p.now})
+                   or (c.status = 'publishing' and c.lease_until < ${p.now}))
+              and c.topic like any(${patterns}::text[])
+              and (not ${p.ordered} or c.key is null or not exists (
+                select 1 from outbox_events o
+                where o.tenant_id = c.tenant_id and o.key = c.key and o.id < c.id
+                  and o.status in ('pending', 'publishing', 'failed')))
+            order by c.available_at, c.id
+            limit ${p.limit}
+            for update skip locked)
+          returning e.*`.execute(db);
+        return res.rows.map(rowToEvent).sort(byTime);
+      });
+    }
+    const patterns = JSON.stringify(p.patterns);
+    return this.store.withSystemTransaction(async (trx) => {
+      const res = await sql<OutboxEventsTable>`
+        update outbox_events
+        set status = 'publishing', attempts = attempts + 1, lease_owner = ${p.owner},
+            lease_until = ${leaseUntil}, updated_at = ${p.now}
+        where (tenant_id, id) in (
+          select c.tenant_id, c.id from outbox_events c
+          where ((c.status in ('pending', 'failed') and c.available_at <= ${p.now})
+                 or (c.status = 'publishing' and c.lease_until < ${p.now}))
+            and exists (select 1 from json_each(${patterns}) r where c.topic glob r.value)
+            and (${p.ordered ? 0 : 1} or c.key is null or not exists (
+              select 1 from outbox_events o
+              where o.tenant_id = c.tenant_id and o.key = c.key and o.id < c.id
+                and o.status in ('pending', 'publishing', 'failed')))
+          order by c.available_at, c.id
+          limit ${p.limit})
+        returning *`.execute(trx);
+      return res.rows.map(rowToEvent).sort(byTime);
+    });
+  }
+
+  /** Extends this relay's leases; returns the ids still held. */
+  async extend(p: { owner: string; events: readonly OutboxEvent[]; leaseUntil: number }) {
+    if (p.events.length === 0) return [];
+    return this.store.withSystemStatement(async (db) => {
+      const rows = await db
+        .updateTable('outbox_events')
+        .set({ lease_until: p.leaseUntil })
+        .where('status', '=', 'publishing')
+        .where('lease_owner', '=', p.owner)
+        .where(
+          'id',
+          'in',
+          p.events.map((e) => e.id),
+        )
+        .returning('id')
+        .execute();
+      return rows.map((r) => r.id);
+    });
+  }
+
+  /** `publishing → published`, only under this relay's lease. */
+  async markPublished(p: {
+    owner: string;
+    event: OutboxEvent;
+    sinksDone: readonly string[];
+    now: number;
+  }): Promise<boolean> {
+    return this.store.withSystemStatement(async (db) => {
+      const r = await db
+        .updateTable('outbox_events')
+        .set({
+          status: 'published',
+          lease_owner: null,
+          lease_until: null,
+          sinks_done: JSON.stringify(p.sinksDone),
+          published_at: p.now,
+          updated_at: p.now,
+        })
+        .where('tenant_id', '=', p.event.tenantId)
+        .where('id', '=', p.event.id)
+        .where('status', '=', 'publishing')
+        .where('lease_owner', '=', p.owner)
+        .executeTakeFirst();
+      return Number(r.numUpdatedRows) === 1;
+    });
+  }
+
+  /**
+   * `publishing → failed` (a retry at `availableAt`) or `→ dead` with its error recorded and,
+   * for dead, an audit row in the same transaction. Only under this relay's lease.
+   */
+  async markFailed(p: {
+    owner: string;
+    event: OutboxEvent;
+    sinksDone: readonly string[];
+    error: string;
+    dead: boolean;
+    availableAt: number;
+    now: number;
+  }): Promise<boolean> {
+    return this.store.withSystemTransaction(async (trx) => {
+      const r = await trx
+        .updateTable('outbox_events')
+        .set({
+          status: p.dead ? 'dead' : 'failed',
+          lease_owner: null,
+          lease_until: null,
+          last_error: p.error.slice(0, 2000),
+          sinks_done: JSON.stringify(p.sinksDone),
+          available_at: p.availableAt,
+          updated_at: p.now,
+        })
+        .where('tenant_id', '=', p.event.tenantId)
+        .where('id', '=', p.event.id)
+        .where('status', '=', 'publishing')
+        .where('lease_owner', '=', p.owner)
+        .executeTakeFirst();
+      const ok = Number(r.numUpdatedRows) === 1;
+      if (ok && p.dead) {
+        await this.audit(trx, p.event, 'outbox.event_dead', 'system:relay', p.now, {
+          attempts: p.event.attempts,
+          error: p.error.slice(0, 500),
+        });
+      }
+      return ok;
+    });
+  }
+
+  /** One event of a tenant, or null. */
+  async get(tenant: string, id: string): Promise<OutboxEvent | null> {
+    if (!isUuid(id)) return null;
+    return this.store.withTenantTransaction(tenant, async (trx) => {
+      const row = await trx
+        .selectFrom('outbox_events')
+        .selectAll()
+        .where('tenant_id', '=', tenant)
+        .where('id', '=', id)
+        .executeTakeFirst();
+      return row ? rowToEvent(row) : null;
+    });
+  }
+
+  /** A page of a tenant's events, newest first, optionally of some states. */
+  async list(p: {
+    tenant: string;
+    statuses?: readonly OutboxStatus[];
+    before?: string;
+    limit: number;
+  }): Promise<OutboxEvent[]> {
+    return this.store.withTenantTransaction(p.tenant, async (trx) => {
+      let q = trx.selectFrom('outbox_events').selectAll().where('tenant_id', '=', p.tenant);
+      if (p.statuses?.length) q = q.where('status', 'in', [...p.statuses]);
+      if (p.before) q = q.where('id', '<', p.before);
+      const rows = await q.orderBy('id', 'desc').limit(p.limit).execute();
+      return rows.map(rowToEvent);
+    });
+  }
+
+  /** `dead → pending` with attempts reset, audited in the same transaction; null if absent. */
+  async replay(p: {
+    tenant: string;
+    id: string;
+    actor: string;
+    traceId: string;
+    now: number;
+  }): Promise<{ event: OutboxEvent; changed: boolean } | null> {
+    if (!isUuid(p.id)) return null;
+    // The system role moves events (tenants may only add and read them); the tenant filter keeps
+    // the operation to the caller's tenant.
+    return this.store.withSystemTransaction(async (trx) => {
+      const row = await trx
+        .updateTable('outbox_events')
+        .set({ status: 'pending', attempts: 0, available_at: p.now, updated_at: p.now })
+        .where('tenant_id', '=', p.tenant)
+        .where('id', '=', p.id)
+        .where('status', '=', 'dead')
+        .returningAll()
+        .executeTakeFirst();
+      if (!row) {
+        const cur = await trx
+          .selectFrom('outbox_events')
+          .selectAll()
+          .where('tenant_id', '=', p.tenant)
+          .where('id', '=', p.id)
+          .executeTakeFirst();
+        return cur ? { event: rowToEvent(cur), changed: false } : null;
+      }
+      const event = rowToEvent(row);
+      await this.audit(trx, event, 'outbox.event_replayed', p.actor, p.now, {}, p.traceId);
+      if (this.store.dialect === 'postgres') {
+        await sql`select pg_notify('docket_outbox', '')`.execute(trx);
+      }
+      return { event, changed: true };
+    });
+  }
+
+  /**
+   * Records that `consumer` applied `eventId`, in the consumer's transaction; false when it
+   * already had (a redelivery), in which case the caller must not apply it again.
+   */
+  async recordConsumed(
+    trx: Transaction<DocketDatabase>,
+    p: { tenant: string; consumer: string; eventId: string; now: number },
+  ): Promise<boolean> {
+    const r = await trx
+      .insertInto('outbox_consumed')
+      .values({
+        tenant_id: p.tenant,
+        consumer: p.consumer,
+        event_id: p.eventId,
+        consumed_at: p.now,
+      })
+      .onConflict((oc) => oc.columns(['tenant_id', 'consumer', 'event_id']).doNothing())
+      .executeTakeFirst();
+    return Number(r.numInsertedOrUpdatedRows ?? 0) === 1;
+  }
+
+  /** Counts of a tenant's events by state. */
+  async counts(tenant: string): Promise<Record<string, number>> {
+    return this.store.withTenantTransaction(tenant, async (trx) => {
+      const rows = await trx
+        .selectFrom('outbox_events')
+        .select(['status', (eb) => eb.fn.countAll<number>().as('n')])
+        .where('tenant_id', '=', tenant)
+        .groupBy('status')
+        .execute();
+      return Object.fromEntries(rows.map((r) => [r.status, Number(r.n)]));
+    });
+  }
+
+  private async audit(
+    trx: Transaction<DocketDatabase>,
+    event: OutboxEvent,
+    action: string,
+    actor: string,
+    now: number,
+    data: Record<string, JsonValue>,
+    traceId: string = event.traceId,
+  ): Promise<void> {
+    const prepared = prepareAuditEvent({
+      tenant: event.tenantId,
+      traceId,
+      createdAt: now,
+      action,
+      resource: { type: 'outbox_event', id: event.id, name: event.topic },
+      actor: principalFromActor(actor),
+      metadata: Object.keys(data).length ? data : undefined,
+    });
+    await appendAuditEvents(trx, [prepared], now);
+  }
+}
+
+function byTime(a: OutboxEvent, b: OutboxEvent): number {
+  return a.availableAt - b.availableAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+}
