@@ -36,10 +36,15 @@ export type HashedFields = Omit<AuditEventsTable, 'prev_hash' | 'hash'>;
  * byte), so neither writing nor verifying has to canonicalize it.
  */
 export function chainHash(prevHash: string, f: HashedFields): string {
+  return chainHashAt(prevHash, Number(f.seq), f);
+}
+
+/** chainHash of an event not yet given its seq (the batch paths hash before building rows). */
+export function chainHashAt(prevHash: string, seq: number, f: PreparedAuditEvent): string {
   const content = JSON.stringify([
     f.id,
     f.tenant_id,
-    Number(f.seq),
+    seq,
     f.action,
     f.outcome,
     f.resource_type,

@@ -5,7 +5,7 @@ import type { PreparedAuditEvent } from './store.js';
 
 /** Options of the batched audit writer (SPEC A-5). */
 export interface AuditWriterOptions {
-  /** Events per flush (one multi-row insert). Default 5000. */
+  /** Events per flush (one transaction). Default: `audit.batchSize` (20,000 SQLite, 5,000 PostgreSQL). */
   batchSize: number;
   /** Longest an event waits in the buffer before a flush, ms. Default 200. */
   flushIntervalMs: number;

@@ -93,7 +93,10 @@ export interface AuditConfig {
   retentionDays: number;
   /** How often the retention purge runs, ms (0 disables it). Default 3_600_000. */
   purgeIntervalMs: number;
-  /** Events per batched write (bigger batches amortize index page writes). Default 5000. */
+  /**
+   * Events per batched write (bigger batches amortize index page writes). Default 20_000 on
+   * SQLite, whose commit cost is the index pages it dirties; 5000 on PostgreSQL.
+   */
   batchSize: number;
   /** Longest an event waits before a batched write, ms. Default 200. */
   flushIntervalMs: number;
@@ -202,7 +205,7 @@ export function resolveConfig(options: DocketOptions = {}): DocketConfig {
     audit: {
       retentionDays: options.audit?.retentionDays ?? 90,
       purgeIntervalMs: options.audit?.purgeIntervalMs ?? 3_600_000,
-      batchSize: options.audit?.batchSize ?? 5000,
+      batchSize: options.audit?.batchSize ?? (store.dialect === 'sqlite' ? 20_000 : 5000),
       flushIntervalMs: options.audit?.flushIntervalMs ?? 200,
       maxBuffer: options.audit?.maxBuffer ?? 50_000,
       maxBlockMs: options.audit?.maxBlockMs ?? 100,

@@ -1,5 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { randomPooled } from './random.js';
+import { randomHexPooled } from './random.js';
 import { DocketError } from './errors.js';
 
 /** The tenant and trace an operation runs for. */
@@ -49,7 +49,7 @@ export function assertTenantId(tenant: string): void {
 
 /** A new random W3C trace id. */
 export function newTraceId(): string {
-  return Buffer.from(randomPooled(16)).toString('hex');
+  return randomHexPooled(16);
 }
 
 /** Extracts the trace id from a W3C `traceparent` header, or undefined if malformed. */
@@ -62,7 +62,9 @@ export function traceIdFromTraceparent(header: string | undefined): string | und
 
 /** The trace id to use: explicit, else ambient, else a new one; must be 32 lowercase hex chars. */
 export function resolveTraceId(explicit?: string): string {
-  const id = explicit ?? storage.getStore()?.traceId ?? newTraceId();
+  const id = explicit ?? storage.getStore()?.traceId;
+  // A generated id is well formed (an all-zero one, 2^-128, is not worth a check per event).
+  if (id === undefined) return newTraceId();
   if (!/^[0-9a-f]{32}$/.test(id) || /^0+$/.test(id)) {
     throw new DocketError(
       'VALIDATION_FAILED',

@@ -7,13 +7,24 @@ const POOL_BYTES = 4096;
 const pool = Buffer.allocUnsafe(POOL_BYTES);
 let offset = POOL_BYTES;
 
-/** `n` (≤ 4096) cryptographically random bytes, served from a pooled buffer; copy if kept. */
-export function randomPooled(n: number): Uint8Array {
+// Offset of `n` fresh bytes in the pool, refilling it first when fewer are left.
+function reserve(n: number): number {
   if (offset + n > POOL_BYTES) {
     randomFillSync(pool);
     offset = 0;
   }
-  const out = pool.subarray(offset, offset + n);
   offset += n;
-  return out;
+  return offset - n;
+}
+
+/** `n` (≤ 4096) cryptographically random bytes, served from a pooled buffer; copy if kept. */
+export function randomPooled(n: number): Uint8Array {
+  const at = reserve(n);
+  return pool.subarray(at, at + n);
+}
+
+/** `n` (≤ 4096) random bytes as lowercase hex, without copying them out of the pool first. */
+export function randomHexPooled(n: number): string {
+  const at = reserve(n);
+  return pool.toString('hex', at, at + n);
 }

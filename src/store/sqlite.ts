@@ -47,6 +47,12 @@ function acquire(path: string): SharedHandle {
   raw.pragma('journal_mode = WAL');
   raw.pragma('synchronous = NORMAL');
   raw.pragma('busy_timeout = 10000');
+  // Checkpoint at 16,384 WAL pages (64 MiB) rather than SQLite's 1,000: a batched audit write
+  // of 20,000 events dirties thousands of index pages, so at 1,000 every commit was followed
+  // by a checkpoint copying them all again (measured in bench/NOTES.md, "Audit ingest").
+  // The WAL file is cut back to 64 MiB after a checkpoint that lets it restart.
+  raw.pragma('wal_autocheckpoint = 16384');
+  raw.pragma('journal_size_limit = 67108864');
   raw.pragma('foreign_keys = ON');
   const handle = {
     raw,

@@ -1,7 +1,7 @@
 import type Database from 'better-sqlite3';
 import { sql, type Transaction } from 'kysely';
 import type { AuditEventsTable, DocketDatabase } from '../../store/schema.js';
-import { GENESIS_HASH, auditEventsByTenant, chainAuditEvents } from '../chain.js';
+import { GENESIS_HASH, auditEventsByTenant, chainHashAt } from '../chain.js';
 import type { PreparedAuditEvent } from '../store.js';
 
 /**
@@ -67,24 +67,49 @@ function batchStatements(raw: Database.Database): BatchStatements {
      on conflict (tenant_id) do update set updated_at = excluded.updated_at
      returning seq, hash`,
   );
+  // Positional parameters: binding 18 named ones looked each name up on the row object
+  // (~7 % of a flush's CPU in a perf profile of 300k appended events).
   const insertRow = raw.prepare(
     `insert into audit_events (id, tenant_id, seq, action, outcome, resource_type, resource_id,
        resource_name, actor_type, actor_id, actor_display, trace_id, client_ip, user_agent, data,
        created_at, prev_hash, hash)
-     values (@id, @tenant_id, @seq, @action, @outcome, @resource_type, @resource_id,
-       @resource_name, @actor_type, @actor_id, @actor_display, @trace_id, @client_ip, @user_agent,
-       @data, @created_at, @prev_hash, @hash)`,
+     values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
   );
   const moveHead = raw.prepare(
     `update audit_chain set seq = ?, hash = ?, updated_at = ? where tenant_id = ?`,
   );
+  // Hashes and inserts each event in one pass, without building the stored row objects.
   const append = raw.transaction((events: readonly PreparedAuditEvent[], now: number) => {
     for (const [tenant, list] of auditEventsByTenant(events)) {
       const head = lockHead.get(tenant, GENESIS_HASH, now) as { seq: number; hash: string };
-      const rows: AuditEventsTable[] = [];
-      const next = chainAuditEvents(list, head, rows);
-      for (const row of rows) insertRow.run(row);
-      moveHead.run(next.seq, next.hash, now, tenant);
+      let seq = Number(head.seq);
+      let prev = head.hash;
+      for (const e of list) {
+        seq += 1;
+        const hash = chainHashAt(prev, seq, e);
+        insertRow.run(
+          e.id,
+          e.tenant_id,
+          seq,
+          e.action,
+          e.outcome,
+          e.resource_type,
+          e.resource_id,
+          e.resource_name,
+          e.actor_type,
+          e.actor_id,
+          e.actor_display,
+          e.trace_id,
+          e.client_ip,
+          e.user_agent,
+          e.data,
+          e.created_at,
+          prev,
+          hash,
+        );
+        prev = hash;
+      }
+      moveHead.run(seq, prev, now, tenant);
     }
   });
   s = { lockHead, insertRow, moveHead, append: (events, now) => append.immediate(events, now) };
