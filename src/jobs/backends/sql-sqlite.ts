@@ -142,20 +142,27 @@ export class SqliteJobBackend extends SqlJobBackendBase implements JobBackend, K
         )
       : await this.fair.claim(p.limit, ({ limit, cursor }) =>
           this.run((s, db) =>
-            db.transaction(() => {
-              const ring = this.ring(s, params, cursor, limit);
-              const claimed = ring.flatMap((tenant, i) =>
-                toJobs(
-                  s.claimTenant.all({
-                    ...params,
-                    tenant,
-                    limit: fairShare(limit, ring.length, i + 1),
-                  }),
-                ),
-              );
-              const at = ring[cursorPosition(limit, ring.length) - 1] ?? null;
-              return { jobs: claimed, tenants: ring.length, cursor: at };
-            })(),
+            db
+              .transaction(() => {
+                const ring = this.ring(s, params, cursor, limit);
+                const claimed = ring.flatMap((tenant, i) =>
+                  toJobs(
+                    s.claimTenant.all({
+                      ...params,
+                      tenant,
+                      limit: fairShare(limit, ring.length, i + 1),
+                    }),
+                  ),
+                );
+                const at = ring[cursorPosition(limit, ring.length) - 1] ?? null;
+                return { jobs: claimed, tenants: ring.length, cursor: at };
+                // BEGIN IMMEDIATE: the round reads (the ring) before it writes, and a deferred
+                // transaction upgrading to a write after another process committed fails at once
+                // with SQLITE_BUSY_SNAPSHOT instead of waiting (3 worker processes on one file: a
+                // 10,000-job drain stalled past 120 s that way); taking the write lock up front
+                // makes a second claimer wait on the busy timeout instead.
+              })
+              .immediate(),
           ),
         );
     return jobs.sort(
