@@ -1,7 +1,7 @@
 // Outbox rows on both stores (SPEC O-1 … O-5). Every state change is a guarded UPDATE (the
 // expected state and, for a relay, its lease in the WHERE clause), and the database's trigger
 // refuses any transition O-1 does not name, whoever writes.
-import { sql, type Transaction } from 'kysely';
+import { sql, type ExpressionBuilder, type Transaction } from 'kysely';
 import { appendAuditEvents, prepareAuditEvent, principalFromActor } from '../audit/index.js';
 import type { JsonValue } from '../audit/content.js';
 import { DocketError } from '../core/errors.js';
@@ -200,10 +200,7 @@ export class OutboxStore {
           published_at: p.now,
           updated_at: p.now,
         })
-        .where('tenant_id', '=', p.event.tenantId)
-        .where('id', '=', p.event.id)
-        .where('status', '=', 'publishing')
-        .where('lease_owner', '=', p.owner)
+        .where(heldBy(p.owner, p.event))
         .executeTakeFirst();
       return Number(r.numUpdatedRows) === 1;
     });
@@ -234,10 +231,7 @@ export class OutboxStore {
           available_at: p.availableAt,
           updated_at: p.now,
         })
-        .where('tenant_id', '=', p.event.tenantId)
-        .where('id', '=', p.event.id)
-        .where('status', '=', 'publishing')
-        .where('lease_owner', '=', p.owner)
+        .where(heldBy(p.owner, p.event))
         .executeTakeFirst();
       const ok = Number(r.numUpdatedRows) === 1;
       if (ok && p.dead) {
@@ -372,6 +366,17 @@ export class OutboxStore {
     });
     await appendAuditEvents(trx, [prepared], now);
   }
+}
+
+/** The guard of every relay write: the event is still publishing under this relay's lease. */
+function heldBy(owner: string, e: OutboxEvent) {
+  return (eb: ExpressionBuilder<DocketDatabase, 'outbox_events'>) =>
+    eb.and([
+      eb('tenant_id', '=', e.tenantId),
+      eb('id', '=', e.id),
+      eb('status', '=', 'publishing'),
+      eb('lease_owner', '=', owner),
+    ]);
 }
 
 function byTime(a: OutboxEvent, b: OutboxEvent): number {
