@@ -1,14 +1,13 @@
 // The audit log (SPEC A-1 … A-8), written once and run against every store.
 import { sql } from 'kysely';
 import pg from 'pg';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createDocket, defineAudit, ManualClock, type Docket } from '../../src/index.js';
+import { describe, expect, it } from 'vitest';
+import { defineAudit, ManualClock, type Docket } from '../../src/index.js';
 import {
   BACKENDS,
   createBusinessTable,
-  createTestStore,
   runBehindTriggers,
-  type TestStore,
+  useDocketSuite,
 } from '../helpers/backends.js';
 
 type Jobs = Record<string, unknown>;
@@ -22,23 +21,13 @@ const vocabulary = defineAudit({
 });
 
 describe.each(BACKENDS)('audit conformance on %s', (backend) => {
-  let ts: TestStore;
-  const opened: Docket[] = [];
-  const make = (extra: Parameters<typeof createDocket<Jobs>>[0] = {}) => {
-    const d = createDocket<Jobs>({
-      store: ts.store,
-      dataDir: ts.dataDir,
-      reapIntervalMs: 0,
-      ...extra,
-    });
-    opened.push(d as Docket);
-    return d;
-  };
+  const suite = useDocketSuite<Jobs>(backend);
+  const make = suite.make;
 
   /** Runs raw SQL as the database owner (triggers on). */
   async function asOwner(statement: string): Promise<void> {
-    if (ts.url) {
-      const c = new pg.Client({ connectionString: ts.url });
+    if (suite.ts.url) {
+      const c = new pg.Client({ connectionString: suite.ts.url });
       await c.connect();
       try {
         await c.query(statement);
@@ -50,22 +39,11 @@ describe.each(BACKENDS)('audit conformance on %s', (backend) => {
     await sql.raw(statement).execute(await make().internals.systemDb());
   }
 
-  beforeAll(async () => {
-    ts = await createTestStore(backend);
-    await make().migrate();
-  });
-  afterEach(async () => {
-    for (const d of opened.splice(0)) await d.close();
-  });
-  afterAll(async () => {
-    await ts.dispose();
-  });
-
   it('an event recorded in a transaction commits and rolls back with the business row', async () => {
     const d = make();
     const tenant = unique('t');
     const table = unique('invoices');
-    await createBusinessTable(ts, d, table);
+    await createBusinessTable(suite.ts, d, table);
     await d.withTransaction(tenant, async (tx) => {
       await sql`insert into ${sql.table(table)} values ('inv-1', ${tenant})`.execute(tx);
       await d.audit.record(
@@ -132,13 +110,11 @@ describe.each(BACKENDS)('audit conformance on %s', (backend) => {
   });
 
   it('refuses undeclared actions and resource types, and malformed input, changing nothing', async () => {
-    const d = createDocket<Jobs, typeof vocabulary>({
-      store: ts.store,
-      dataDir: ts.dataDir,
-      reapIntervalMs: 0,
-      auditDefinition: vocabulary,
-    });
-    opened.push(d as unknown as Docket);
+    // Typed by the vocabulary (the suite's factory is typed by the job map only).
+    const d = suite.make({ auditDefinition: vocabulary }) as unknown as Docket<
+      Jobs,
+      typeof vocabulary
+    >;
     const tenant = unique('t');
     // @ts-expect-error 'invoice.delete' is not a declared action: rejected at compile time too.
     const unknown = d.audit.record('invoice.delete', { type: 'invoice', id: '1' }, { tenant });
@@ -250,7 +226,7 @@ describe.each(BACKENDS)('audit conformance on %s', (backend) => {
     await expect(
       db.deleteFrom('audit_events').where('tenant_id', '=', tenant).execute(),
     ).rejects.toThrow(/append-only/);
-    if (ts.url) {
+    if (suite.ts.url) {
       await expect(asOwner('truncate audit_events')).rejects.toThrow(/append-only/);
       // The tenant's own role has no right to change its history either.
       await expect(
@@ -271,7 +247,7 @@ describe.each(BACKENDS)('audit conformance on %s', (backend) => {
     await d.audit.flush();
     expect(await d.audit.verify({ tenant })).toMatchObject({ ok: true, events: 5, tenants: 1 });
     await runBehindTriggers(
-      ts,
+      suite.ts,
       make(),
       `update audit_events set resource_id = 'forged' where tenant_id = '${tenant}' and seq = 3`,
     );
@@ -287,7 +263,7 @@ describe.each(BACKENDS)('audit conformance on %s', (backend) => {
       await d.audit.record('doc.edit', { type: 'doc', id: 'x' }, { tenant: t2 });
     await d.audit.flush();
     await runBehindTriggers(
-      ts,
+      suite.ts,
       make(),
       `delete from audit_events where tenant_id = '${t2}' and seq = 4`,
     );

@@ -15,6 +15,7 @@ import {
   QUEUE_BACKENDS,
   createBusinessTable,
   createTestStore,
+  useDocketSuite,
   waitFor,
   type TestStore,
 } from '../helpers/backends.js';
@@ -24,31 +25,8 @@ let seq = 0;
 const unique = (p: string) => `${p}${++seq}${Math.random().toString(36).slice(2, 6)}`;
 
 describe.each(QUEUE_BACKENDS)('job conformance on %s', (backend) => {
-  let ts: TestStore;
-  const opened: Docket<Jobs>[] = [];
-  const make = (extra: Parameters<typeof createDocket<Jobs>>[0] = {}) => {
-    const d = createDocket<Jobs>({
-      store: ts.store,
-      dataDir: ts.dataDir,
-      queue: ts.queue,
-      reapIntervalMs: 0,
-      ...extra,
-    });
-    opened.push(d);
-    return d;
-  };
-
-  beforeAll(async () => {
-    ts = await createTestStore(backend);
-    await make().migrate();
-  });
-  // Each test closes what it opened, so connections never pile up on the server.
-  afterEach(async () => {
-    for (const d of opened.splice(0)) await d.close();
-  });
-  afterAll(async () => {
-    await ts.dispose();
-  });
+  const suite = useDocketSuite<Jobs>(backend);
+  const make = suite.make;
 
   it('enqueues single and batch jobs with delay and priority, and claims by priority then time', async () => {
     const clock = new ManualClock(1_000_000);
@@ -320,7 +298,7 @@ describe.each(QUEUE_BACKENDS)('job conformance on %s', (backend) => {
     const d = make();
     const tenant = unique('t');
     const table = unique('orders_');
-    await createBusinessTable(ts, d, table);
+    await createBusinessTable(suite.ts, d, table);
     await d.withTransaction(tenant, async (tx) => {
       await sql`insert into ${sql.table(table)} (id, tenant_id) values (${'o1'}, ${tenant})`.execute(
         tx,
