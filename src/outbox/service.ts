@@ -75,6 +75,8 @@ export interface OutboxListFilter {
 export interface UnroutedTopics {
   /** The route patterns this instance judged by. */
   routes: string[];
+  /** Waiting (pending or failed) events whose topic no route matches, over every topic. */
+  waiting: number;
   /** Each topic with its waiting (pending or failed) events and the oldest one's time. */
   topics: Array<{ topic: string; waiting: number; oldestCreatedAt: number }>;
 }
@@ -284,12 +286,12 @@ export class OutboxService {
   /** The topics of a tenant's waiting events that none of this instance's routes match. */
   async unrouted(tenant: string, o: { limit?: number } = {}): Promise<UnroutedTopics> {
     const routes = this.patterns();
-    const topics = await this.rows.unroutedTopics({
+    const r = await this.rows.unroutedTopics({
       tenant,
       patterns: routes,
       limit: pageLimit(o.limit, 200),
     });
-    return { routes, topics };
+    return { routes, ...r };
   }
 
   private patterns(): string[] {

@@ -287,15 +287,21 @@ export class OutboxStore {
   }
 
   /**
-   * The topics of a tenant's waiting (pending or failed) events that no route pattern matches:
-   * how many wait and since when, oldest first. A relay never claims them (SPEC O-2).
+   * The tenant's waiting (pending or failed) events that no route pattern matches: how many,
+   * and per topic how many and since when, oldest first. A relay never claims them (SPEC O-2).
    */
-  async unroutedTopics(p: {
-    tenant: string;
-    patterns: readonly string[];
-    limit: number;
-  }): Promise<Array<{ topic: string; waiting: number; oldestCreatedAt: number }>> {
+  async unroutedTopics(p: { tenant: string; patterns: readonly string[]; limit: number }): Promise<{
+    waiting: number;
+    topics: Array<{ topic: string; waiting: number; oldestCreatedAt: number }>;
+  }> {
     return this.store.withTenantTransaction(p.tenant, async (trx) => {
+      const total = await trx
+        .selectFrom('outbox_events')
+        .select((eb) => eb.fn.countAll<number>().as('n'))
+        .where('tenant_id', '=', p.tenant)
+        .where('status', 'in', ['pending', 'failed'])
+        .where((eb) => eb.not(this.topicIn(p.patterns)))
+        .executeTakeFirstOrThrow();
       const rows = await trx
         .selectFrom('outbox_events')
         .select([
@@ -311,11 +317,12 @@ export class OutboxStore {
         .orderBy('topic')
         .limit(p.limit)
         .execute();
-      return rows.map((r) => ({
+      const topics = rows.map((r) => ({
         topic: r.topic,
         waiting: Number(r.n),
         oldestCreatedAt: Number(r.oldest),
       }));
+      return { waiting: Number(total.n), topics };
     });
   }
 
