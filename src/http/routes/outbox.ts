@@ -4,11 +4,17 @@ import type { WebhookDelivery } from '../../outbox/deliveries.js';
 import { ROUTE } from '../../outbox/store.js';
 import { OUTBOX_STATUSES, type OutboxEvent, type OutboxStatus } from '../../outbox/types.js';
 import { principalOf } from '../auth.js';
-import { errorResponses, isoTime, jobIdParamsSchema, pageQuerySchema } from '../schemas.js';
+import {
+  errorResponses,
+  isoTime,
+  jobIdParamsSchema,
+  pageQuerySchema,
+  parseStatusList,
+  statusListSchema,
+} from '../schemas.js';
 
 const isoTimeOrNull = { type: ['string', 'null'], format: 'date-time' } as const;
 const stringMap = { type: 'object', additionalProperties: { type: 'string' } } as const;
-const STATUS_LIST = `^(${OUTBOX_STATUSES.join('|')})(,(${OUTBOX_STATUSES.join('|')}))*$`;
 
 /** An outbox event as the API returns it (times are ISO 8601). */
 export const outboxEventSchema = {
@@ -143,11 +149,7 @@ export function outboxRoutes(docket: Docket) {
             type: 'object',
             additionalProperties: false,
             properties: {
-              status: {
-                type: 'string',
-                pattern: STATUS_LIST,
-                description: 'Comma-separated states',
-              },
+              status: statusListSchema(OUTBOX_STATUSES),
               topic: {
                 type: 'string',
                 pattern: ROUTE.source,
@@ -168,9 +170,7 @@ export function outboxRoutes(docket: Docket) {
         const q = req.query;
         const page = await docket.outbox.list(
           {
-            status: q.status
-              ? [...new Set(q.status.split(','))].map((s) => s as OutboxStatus)
-              : undefined,
+            status: parseStatusList<OutboxStatus>(q.status),
             topic: q.topic,
             routed: q.routed,
             cursor: q.cursor,
