@@ -34,10 +34,17 @@ import {
 } from './jobs/index.js';
 import { createHttpJobHandler, createHttpPayloadValidator } from './jobs/builtins/http-request.js';
 import { validateRateLimit } from './jobs/rate-limits.js';
-import { OutboxService, validateOutboxOptions, type OutboxOptions } from './outbox/service.js';
+import {
+  OutboxService,
+  validateOutboxOptions,
+  type OutboxListFilter,
+  type OutboxOptions,
+  type UnroutedTopics,
+} from './outbox/service.js';
+import type { WebhookDelivery } from './outbox/deliveries.js';
 import type { OutboxRelay, RelayOptions } from './outbox/relay.js';
 import type { OutboxJobPayload } from './outbox/sinks.js';
-import type { OutboxAddInput, OutboxEvent, OutboxStatus } from './outbox/types.js';
+import type { OutboxAddInput, OutboxEvent } from './outbox/types.js';
 import {
   AuditService,
   type ActionOf,
@@ -218,11 +225,20 @@ export interface Docket<M extends JobMap = JobMap, D extends AuditDefinition = A
     addMany<DB>(tx: DocketTransaction<DB>, events: OutboxAddInput[]): Promise<OutboxEvent[]>;
     /** One event; OUTBOX_EVENT_NOT_FOUND if absent or another tenant's. */
     get(id: string, options?: { tenant?: string }): Promise<OutboxEvent>;
-    /** A page of events, newest first, optionally of some states. */
-    list(
-      filter?: { status?: OutboxStatus[]; cursor?: string; limit?: number },
+    /** A page of events, newest first, filtered by state, topic pattern and whether routed. */
+    list(filter?: OutboxListFilter, options?: { tenant?: string }): Promise<Page<OutboxEvent>>;
+    /** Topics of waiting events that none of this instance's routes match, oldest first. */
+    unrouted(options?: { tenant?: string; limit?: number }): Promise<UnroutedTopics>;
+    /** A page of an event's stored webhook deliveries, oldest first. */
+    deliveries(
+      eventId: string,
+      page?: { cursor?: string; limit?: number },
       options?: { tenant?: string },
-    ): Promise<Page<OutboxEvent>>;
+    ): Promise<Page<WebhookDelivery>>;
+    /** One stored webhook delivery; DELIVERY_NOT_FOUND if absent or another tenant's. */
+    delivery(id: string, options?: { tenant?: string }): Promise<WebhookDelivery>;
+    /** Performs a stored delivery's request again and stores it linked to it (audited). */
+    rerun(deliveryId: string, options?: ActorOptions): Promise<WebhookDelivery>;
     /** Publishes a dead event again (audited); OUTBOX_EVENT_NOT_DEAD if it is not dead. */
     replay(id: string, options?: ActorOptions): Promise<OutboxEvent>;
     /** Counts by state (the tenant's). */
@@ -497,6 +513,18 @@ export function createDocket<
       },
       async counts(o) {
         return (await outbox()).counts(requireTenant(o?.tenant));
+      },
+      async unrouted(o) {
+        return (await outbox()).unrouted(requireTenant(o?.tenant), o);
+      },
+      async deliveries(eventId, p, o) {
+        return (await outbox()).deliveries(requireTenant(o?.tenant), eventId, p);
+      },
+      async delivery(id, o) {
+        return (await outbox()).delivery(requireTenant(o?.tenant), id);
+      },
+      async rerun(id, o) {
+        return (await outbox()).rerun(requireTenant(o?.tenant), id, o);
       },
       consumer(name, handler) {
         // Validated now; the service (and its store) is opened on the first delivery.

@@ -59,7 +59,13 @@ export type {
   OutboxStatus,
   SinkReceipt,
 } from './outbox/types.js';
-export type { OutboxOptions, OutboxSinkConfig } from './outbox/service.js';
+export type {
+  OutboxListFilter,
+  OutboxOptions,
+  OutboxSinkConfig,
+  UnroutedTopics,
+} from './outbox/service.js';
+export type { WebhookDelivery } from './outbox/deliveries.js';
 export type { OutboxRelay, RelayOptions } from './outbox/relay.js';
 export type { OutboxJobPayload, WebhookSinkOptions } from './outbox/sinks.js';
 export type { WebhookDeliveryRecord, DeliveryClass } from './outbox/webhook-request.js';

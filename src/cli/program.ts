@@ -5,6 +5,7 @@ import { doctorCommand } from './doctor.js';
 import { enqueueCommand } from './enqueue.js';
 import { keysCommand } from './keys.js';
 import { migrateCommand } from './migrate.js';
+import { outboxCommand } from './outbox.js';
 import { processCommand } from './process.js';
 import { startCommand } from './start.js';
 import { tenantsCommand } from './tenants.js';
@@ -21,6 +22,7 @@ export function buildProgram(): Command {
     .addCommand(enqueueCommand())
     .addCommand(processCommand())
     .addCommand(dlqCommand())
+    .addCommand(outboxCommand())
     .addCommand(auditCommand())
     .addCommand(tenantsCommand())
     .addCommand(keysCommand())

@@ -15,6 +15,7 @@ const RESOURCE_OF_SEGMENT: Record<string, string> = {
   queue: 'queue',
   tenants: 'tenant',
   audit: 'audit_event',
+  outbox: 'outbox_event',
 };
 const ID_PARAMS = ['id', 'jobId', 'keyId', 'tenantId'];
 
@@ -34,7 +35,11 @@ function resourceOf(req: FastifyRequest): { type: string; id: string } {
   const route = req.routeOptions.url ?? req.url.split('?')[0] ?? '';
   const segment = route.split('/')[2] ?? '';
   const params = (req.params ?? {}) as Record<string, unknown>;
-  const type = route.includes('/keys') ? 'api_key' : (RESOURCE_OF_SEGMENT[segment] ?? 'http');
+  const type = route.includes('/keys')
+    ? 'api_key'
+    : route.includes('/deliveries/')
+      ? 'webhook_delivery'
+      : (RESOURCE_OF_SEGMENT[segment] ?? 'http');
   for (const p of ID_PARAMS) {
     if (typeof params[p] === 'string' && params[p] !== '') {
       return { type, id: (params[p] as string).slice(0, 256) };

@@ -122,6 +122,19 @@ export const pageQuerySchema = {
   limit: { type: 'integer', minimum: 1, maximum: 200 },
 } as const;
 
+/** Query schema of a comma-separated list of `statuses` (`?status=pending,failed`). */
+export const statusListSchema = (statuses: readonly string[]) =>
+  ({
+    type: 'string',
+    pattern: `^(${statuses.join('|')})(,(${statuses.join('|')}))*$`,
+    description: 'Comma-separated statuses',
+  }) as const;
+
+/** The distinct statuses of a list that statusListSchema validated; undefined for none. */
+export function parseStatusList<S extends string>(list: string | undefined): S[] | undefined {
+  return list ? ([...new Set(list.split(','))] as S[]) : undefined;
+}
+
 /** Path parameter schema of a job id (any string: an unknown or malformed id is a 404). */
 export const jobIdParamsSchema = (name: string) =>
   ({

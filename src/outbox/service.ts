@@ -10,16 +10,25 @@ import { decodeCursor, encodeCursor } from '../jobs/backends/rows.js';
 import type { Store } from '../store/index.js';
 import type { DocketDatabase } from '../store/schema.js';
 import { createRelay, type OutboxRelay, type RelayOptions } from './relay.js';
-import { jobsSink, webhookSink, type EnqueueForSink, type OutboxJobPayload } from './sinks.js';
-import { OutboxStore, TOPIC, validateRoutePattern, type NewOutboxRow } from './store.js';
-import type {
-  OutboxAddInput,
-  OutboxEvent,
-  OutboxRoute,
-  OutboxSink,
-  OutboxStatus,
+import { DeliveryStore, type WebhookDelivery } from './deliveries.js';
+import {
+  deliverWebhook,
+  jobsSink,
+  webhookSink,
+  type EnqueueForSink,
+  type OutboxJobPayload,
+} from './sinks.js';
+import { OutboxStore, ROUTE, TOPIC, validateRoutePattern, type NewOutboxRow } from './store.js';
+import {
+  OUTBOX_STATUSES,
+  type OutboxAddInput,
+  type OutboxEvent,
+  type OutboxRoute,
+  type OutboxSink,
+  type OutboxStatus,
 } from './types.js';
 import type { UrlSafetyOptions } from './url-safety.js';
+import type { WebhookDeliveryRecord } from './webhook-request.js';
 
 /** A sink by configuration: Docket's job queue, a webhook, or an object of your own. */
 export type OutboxSinkConfig =
@@ -45,7 +54,32 @@ export interface OutboxOptions {
   maxAttempts?: number;
 }
 
-const STATUSES: readonly OutboxStatus[] = ['pending', 'publishing', 'published', 'failed', 'dead'];
+/** Filter and page of `outbox.list`. */
+export interface OutboxListFilter {
+  /** Only events in these states. Default all. */
+  status?: OutboxStatus[];
+  /** Only events whose topic matches this pattern (`*` = any run of characters). Default all. */
+  topic?: string;
+  /**
+   * Only events whose topic this instance's routes match (true) or match none of (false: what
+   * no relay of this configuration will ever claim). Default both.
+   */
+  routed?: boolean;
+  /** `nextCursor` of the previous page. */
+  cursor?: string;
+  /** Page size, 1–200. Default 50. */
+  limit?: number;
+}
+
+/** Topics of waiting events that no route matches (SPEC O-2: they wait, visibly). */
+export interface UnroutedTopics {
+  /** The route patterns this instance judged by. */
+  routes: string[];
+  /** Waiting (pending or failed) events whose topic no route matches, over every topic. */
+  waiting: number;
+  /** Each topic with its waiting (pending or failed) events and the oldest one's time. */
+  topics: Array<{ topic: string; waiting: number; oldestCreatedAt: number }>;
+}
 const HEADER_BYTES = 8192;
 
 /** What the service needs. */
@@ -93,6 +127,8 @@ export function validateOutboxOptions(o: OutboxOptions | undefined): void {
 /** The outbox service of one Docket instance. */
 export class OutboxService {
   readonly rows: OutboxStore;
+  /** Stored webhook deliveries. */
+  readonly deliveryRows: DeliveryStore;
   /** Emits 'added' when a transaction that added events committed in this process. */
   readonly wakeups = new EventEmitter();
   private readonly added = new WeakSet<object>();
@@ -100,6 +136,7 @@ export class OutboxService {
 
   constructor(private readonly deps: OutboxServiceDeps) {
     this.rows = new OutboxStore(deps.store);
+    this.deliveryRows = new DeliveryStore(deps.store);
     this.wakeups.setMaxListeners(0);
   }
 
@@ -214,26 +251,51 @@ export class OutboxService {
   /** A page of a tenant's events, newest first. */
   async list(
     tenant: string,
-    o: { status?: OutboxStatus[]; cursor?: string; limit?: number } = {},
+    o: OutboxListFilter = {},
   ): Promise<{ items: OutboxEvent[]; nextCursor: string | null }> {
-    const limit = o.limit ?? 50;
-    if (!Number.isInteger(limit) || limit < 1 || limit > 200) {
-      throw new DocketError('VALIDATION_FAILED', 'limit must be an integer 1–200', {
-        field: 'limit',
-      });
-    }
+    const limit = pageLimit(o.limit);
     for (const s of o.status ?? []) {
-      if (!STATUSES.includes(s)) {
+      if (!OUTBOX_STATUSES.includes(s)) {
         throw new DocketError('VALIDATION_FAILED', `unknown outbox status ${String(s)}`, {
           field: 'status',
         });
       }
     }
+    if (o.topic !== undefined && (typeof o.topic !== 'string' || !ROUTE.test(o.topic))) {
+      throw new DocketError('VALIDATION_FAILED', 'topic must be 1–200 of A-Z a-z 0-9 . _ : - *', {
+        field: 'topic',
+      });
+    }
+    if (o.routed !== undefined && typeof o.routed !== 'boolean') {
+      throw new DocketError('VALIDATION_FAILED', 'routed must be true or false', {
+        field: 'routed',
+      });
+    }
     const before = o.cursor ? decodeCursor(o.cursor) : undefined;
-    const rows = await this.rows.list({ tenant, statuses: o.status, before, limit: limit + 1 });
-    const items = rows.slice(0, limit);
-    const last = items[items.length - 1];
-    return { items, nextCursor: rows.length > limit && last ? encodeCursor(last.id) : null };
+    const rows = await this.rows.list({
+      tenant,
+      statuses: o.status,
+      topic: o.topic,
+      routed: o.routed === undefined ? undefined : { patterns: this.patterns(), value: o.routed },
+      before,
+      limit: limit + 1,
+    });
+    return page(rows, limit);
+  }
+
+  /** The topics of a tenant's waiting events that none of this instance's routes match. */
+  async unrouted(tenant: string, o: { limit?: number } = {}): Promise<UnroutedTopics> {
+    const routes = this.patterns();
+    const r = await this.rows.unroutedTopics({
+      tenant,
+      patterns: routes,
+      limit: pageLimit(o.limit, 200),
+    });
+    return { routes, ...r };
+  }
+
+  private patterns(): string[] {
+    return [...new Set((this.deps.options.routes ?? []).map((r) => r.topic))];
   }
 
   /** Replays a dead event (audited); OUTBOX_EVENT_NOT_DEAD if it is not dead. */
@@ -263,6 +325,96 @@ export class OutboxService {
   /** Counts by state. */
   counts(tenant: string): Promise<Record<string, number>> {
     return this.rows.counts(tenant);
+  }
+
+  /** A page of an event's webhook deliveries, oldest first (OUTBOX_EVENT_NOT_FOUND). */
+  async deliveries(
+    tenant: string,
+    eventId: string,
+    o: { cursor?: string; limit?: number } = {},
+  ): Promise<{ items: WebhookDelivery[]; nextCursor: string | null }> {
+    const limit = pageLimit(o.limit);
+    const after = o.cursor ? decodeCursor(o.cursor) : undefined;
+    await this.get(tenant, eventId);
+    const rows = await this.deliveryRows.listForEvent({
+      tenant,
+      eventId,
+      after,
+      limit: limit + 1,
+    });
+    return page(rows, limit);
+  }
+
+  /** One stored webhook delivery (DELIVERY_NOT_FOUND if absent or another tenant's). */
+  async delivery(tenant: string, id: string): Promise<WebhookDelivery> {
+    const d = await this.deliveryRows.get(tenant, id);
+    if (!d) {
+      throw new DocketError('DELIVERY_NOT_FOUND', `webhook delivery ${id} not found`, {
+        id,
+      });
+    }
+    return d;
+  }
+
+  /**
+   * Performs a stored delivery's request again: the same event to the same sink as configured
+   * now (URL safety, signing, `Idempotency-Key` = event id), stored as a new delivery that links
+   * the one it repeats, audited as `outbox.delivery_rerun`. The event's state does not change
+   * (replay a dead event to have the relay publish it). SINK_NOT_CONFIGURED when the
+   * delivery's sink is no longer a webhook sink of this instance.
+   */
+  async rerun(
+    tenant: string,
+    deliveryId: string,
+    o: { actor?: string; traceId?: string } = {},
+  ): Promise<WebhookDelivery> {
+    const original = await this.delivery(tenant, deliveryId);
+    const sink = this.deps.options.sinks?.[original.sink];
+    if (!sink || 'publish' in sink || sink.kind !== 'webhook') {
+      throw new DocketError(
+        'SINK_NOT_CONFIGURED',
+        `sink "${original.sink}" is not a configured webhook sink`,
+        { sink: original.sink },
+      );
+    }
+    const event = await this.get(tenant, original.eventId);
+    const record = await deliverWebhook({ ...sink, allow: this.deps.webhooks.allow }, event);
+    return this.deliveryRows.addRerun({
+      id: this.deps.ids.next(),
+      event,
+      sink: original.sink,
+      attempt: original.attempt,
+      record,
+      repeatsDeliveryId: original.id,
+      now: this.deps.now(),
+      actor: o.actor ?? 'library',
+      traceId: resolveTraceId(o.traceId),
+    });
+  }
+
+  /** Stores a relay's delivery the moment the request returned; a failed write is logged. */
+  private async storeDelivery(
+    sink: string,
+    event: OutboxEvent,
+    record: WebhookDeliveryRecord,
+  ): Promise<void> {
+    try {
+      await this.deliveryRows.add({
+        id: this.deps.ids.next(),
+        event,
+        sink,
+        attempt: event.attempts,
+        record,
+        repeatsDeliveryId: null,
+        now: this.deps.now(),
+      });
+    } catch (err) {
+      // The request happened either way; its outcome still decides the event's state.
+      this.deps.logger.error(
+        { err, eventId: event.id, sink, class: record.class },
+        'storing a webhook delivery failed',
+      );
+    }
   }
 
   /**
@@ -303,7 +455,13 @@ export class OutboxService {
     for (const [name, c] of Object.entries(this.deps.options.sinks ?? {})) {
       if ('publish' in c) out[name] = c;
       else if (c.kind === 'jobs') out[name] = jobsSink(c.type, this.deps.enqueue);
-      else out[name] = webhookSink({ ...c, allow: this.deps.webhooks.allow });
+      else {
+        out[name] = webhookSink({
+          ...c,
+          allow: this.deps.webhooks.allow,
+          onDelivery: (event, record) => this.storeDelivery(name, event, record),
+        });
+      }
     }
     return (this.sinks = out);
   }
@@ -323,4 +481,24 @@ export class OutboxService {
       o,
     );
   }
+}
+
+function pageLimit(limit: number | undefined, fallback = 50): number {
+  const n = limit ?? fallback;
+  if (!Number.isInteger(n) || n < 1 || n > 200) {
+    throw new DocketError('VALIDATION_FAILED', 'limit must be an integer 1–200', {
+      field: 'limit',
+    });
+  }
+  return n;
+}
+
+/** The first `limit` of `limit + 1` rows, and a cursor when there were more. */
+function page<T extends { id: string }>(
+  rows: T[],
+  limit: number,
+): { items: T[]; nextCursor: string | null } {
+  const items = rows.slice(0, limit);
+  const last = items[items.length - 1];
+  return { items, nextCursor: rows.length > limit && last ? encodeCursor(last.id) : null };
 }

@@ -1,7 +1,7 @@
 // Built-in outbox sinks (SPEC O-6): Docket's own job queue and HTTP webhooks. Each is
 // idempotent by event id where the destination allows it: a job's idempotency key is the event
 // id, and a webhook carries it as `Idempotency-Key`.
-import { sendWebhook, signWebhook } from './webhook-request.js';
+import { sendWebhook, signWebhook, type WebhookDeliveryRecord } from './webhook-request.js';
 import type { UrlSafetyOptions } from './url-safety.js';
 import {
   PermanentSinkError,
@@ -57,39 +57,55 @@ export interface WebhookSinkOptions extends UrlSafetyOptions {
   secret: string;
   /** Per-request timeout, ms. Default 10,000. */
   timeoutMs?: number;
-  /** Receives each delivery record (request, response, class), e.g. to store it. */
-  onDelivery?: (event: OutboxEvent, record: Awaited<ReturnType<typeof sendWebhook>>) => void;
+  /**
+   * Receives each delivery record (request, response, class) right after the request returned,
+   * e.g. to store it; the sink waits for it before it reports the outcome.
+   */
+  onDelivery?: (event: OutboxEvent, record: WebhookDeliveryRecord) => void | Promise<void>;
 }
 
 /**
- * POSTs `{ id, topic, key, payload, createdAt }` signed, with `Idempotency-Key: <event id>`.
- * 2xx accepts; 408/429/5xx and connection errors are retried by the relay; other 4xx,
- * redirects and refused URLs make the event dead at once (PermanentSinkError).
+ * One signed POST of an event: `{ id, topic, key, payload, createdAt }` with the event's
+ * headers, `Idempotency-Key: <event id>`, `Docket-Event-Topic` and `Docket-Signature`. The same
+ * event always yields the same body, so a re-run is the same request with a fresh signature.
+ */
+export function deliverWebhook(
+  o: Omit<WebhookSinkOptions, 'onDelivery'>,
+  event: OutboxEvent,
+  signal?: AbortSignal,
+): Promise<WebhookDeliveryRecord> {
+  const body = JSON.stringify({
+    id: event.id,
+    topic: event.topic,
+    key: event.key,
+    payload: event.payload,
+    createdAt: new Date(event.createdAt).toISOString(),
+  });
+  return sendWebhook({
+    url: o.url,
+    allow: o.allow,
+    body,
+    timeoutMs: o.timeoutMs ?? 10_000,
+    signal,
+    headers: {
+      ...event.headers,
+      'idempotency-key': event.id,
+      'docket-event-topic': event.topic,
+      'docket-signature': signWebhook(o.secret, Math.floor(Date.now() / 1000), body),
+    },
+  });
+}
+
+/**
+ * Delivers each event with deliverWebhook. 2xx accepts; 408/429/5xx and connection errors are
+ * retried by the relay; other 4xx, redirects and refused URLs make the event dead at once
+ * (PermanentSinkError).
  */
 export function webhookSink(o: WebhookSinkOptions): OutboxSink {
   return {
     async publish(event: OutboxEvent, signal: AbortSignal): Promise<SinkReceipt> {
-      const body = JSON.stringify({
-        id: event.id,
-        topic: event.topic,
-        key: event.key,
-        payload: event.payload,
-        createdAt: new Date(event.createdAt).toISOString(),
-      });
-      const record = await sendWebhook({
-        url: o.url,
-        allow: o.allow,
-        body,
-        timeoutMs: o.timeoutMs ?? 10_000,
-        signal,
-        headers: {
-          ...event.headers,
-          'idempotency-key': event.id,
-          'docket-event-topic': event.topic,
-          'docket-signature': signWebhook(o.secret, Math.floor(Date.now() / 1000), body),
-        },
-      });
-      o.onDelivery?.(event, record);
+      const record = await deliverWebhook(o, event, signal);
+      await o.onDelivery?.(event, record);
       if (record.class === 'success') return { ref: String(record.response?.status) };
       const why = record.response
         ? `webhook answered ${record.response.status}${record.error ? ` (${record.error.code})` : ''}`

@@ -12,7 +12,8 @@ import type { OutboxEvent, OutboxStatus } from './types.js';
 
 /** Characters of a topic; route patterns add `*`. */
 export const TOPIC = /^[A-Za-z0-9._:-]{1,200}$/;
-const ROUTE = /^[A-Za-z0-9._:*-]{1,200}$/;
+/** Characters of a route pattern (a topic plus `*`). */
+export const ROUTE = /^[A-Za-z0-9._:*-]{1,200}$/;
 
 /** Checks a route's topic pattern (CONFIG_INVALID). */
 export function validateRoutePattern(pattern: string): void {
@@ -258,20 +259,81 @@ export class OutboxStore {
     });
   }
 
-  /** A page of a tenant's events, newest first, optionally of some states. */
+  /**
+   * A page of a tenant's events, newest first: optionally of some states, of topics matching a
+   * pattern (`*` = any run of characters), and with topics some of `routes` match (`routed`
+   * true) or none does (false).
+   */
   async list(p: {
     tenant: string;
     statuses?: readonly OutboxStatus[];
+    topic?: string;
+    routed?: { patterns: readonly string[]; value: boolean };
     before?: string;
     limit: number;
   }): Promise<OutboxEvent[]> {
     return this.store.withTenantTransaction(p.tenant, async (trx) => {
       let q = trx.selectFrom('outbox_events').selectAll().where('tenant_id', '=', p.tenant);
       if (p.statuses?.length) q = q.where('status', 'in', [...p.statuses]);
+      if (p.topic !== undefined) q = q.where(this.topicIn([p.topic]));
+      if (p.routed) {
+        const matched = this.topicIn(p.routed.patterns);
+        q = q.where((eb) => (p.routed?.value ? matched : eb.not(matched)));
+      }
       if (p.before) q = q.where('id', '<', p.before);
       const rows = await q.orderBy('id', 'desc').limit(p.limit).execute();
       return rows.map(rowToEvent);
     });
+  }
+
+  /**
+   * The tenant's waiting (pending or failed) events that no route pattern matches: how many,
+   * and per topic how many and since when, oldest first. A relay never claims them (SPEC O-2).
+   */
+  async unroutedTopics(p: { tenant: string; patterns: readonly string[]; limit: number }): Promise<{
+    waiting: number;
+    topics: Array<{ topic: string; waiting: number; oldestCreatedAt: number }>;
+  }> {
+    return this.store.withTenantTransaction(p.tenant, async (trx) => {
+      const total = await trx
+        .selectFrom('outbox_events')
+        .select((eb) => eb.fn.countAll<number>().as('n'))
+        .where('tenant_id', '=', p.tenant)
+        .where('status', 'in', ['pending', 'failed'])
+        .where((eb) => eb.not(this.topicIn(p.patterns)))
+        .executeTakeFirstOrThrow();
+      const rows = await trx
+        .selectFrom('outbox_events')
+        .select([
+          'topic',
+          (eb) => eb.fn.countAll<number>().as('n'),
+          (eb) => eb.fn.min('created_at').as('oldest'),
+        ])
+        .where('tenant_id', '=', p.tenant)
+        .where('status', 'in', ['pending', 'failed'])
+        .where((eb) => eb.not(this.topicIn(p.patterns)))
+        .groupBy('topic')
+        .orderBy('oldest')
+        .orderBy('topic')
+        .limit(p.limit)
+        .execute();
+      const topics = rows.map((r) => ({
+        topic: r.topic,
+        waiting: Number(r.n),
+        oldestCreatedAt: Number(r.oldest),
+      }));
+      return { waiting: Number(total.n), topics };
+    });
+  }
+
+  /** `topic` matches one of the route patterns (false for none), as the claim matches them. */
+  private topicIn(patterns: readonly string[]) {
+    if (patterns.length === 0) return sql<boolean>`1 = 0`;
+    if (this.store.dialect === 'postgres') {
+      return sql<boolean>`topic like any(${patterns.map(likePattern)}::text[])`;
+    }
+    return sql<boolean>`exists (select 1 from json_each(${JSON.stringify(patterns)}) r
+      where topic glob r.value)`;
   }
 
   /** `dead → pending` with attempts reset, audited in the same transaction; null if absent. */

@@ -3,6 +3,15 @@ import type { JsonValue } from '../audit/content.js';
 /** The states of an outbox event (SPEC O-1); the database refuses any other transition. */
 export type OutboxStatus = 'pending' | 'publishing' | 'published' | 'failed' | 'dead';
 
+/** Every outbox state, in lifecycle order. */
+export const OUTBOX_STATUSES: readonly OutboxStatus[] = [
+  'pending',
+  'publishing',
+  'published',
+  'failed',
+  'dead',
+];
+
 /** What `outbox.add` takes. */
 export interface OutboxAddInput {
   /** Routing topic, 1–200 of `A-Z a-z 0-9 . _ : -` (routes match it, `*` as a wildcard). */

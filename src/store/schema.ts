@@ -149,6 +149,7 @@ export interface DocketDatabase {
   rate_counters: RateCountersTable;
   outbox_events: OutboxEventsTable;
   outbox_consumed: OutboxConsumedTable;
+  webhook_deliveries: WebhookDeliveriesTable;
 }
 
 /** An outbox event (SPEC O-1); JSON columns as text. */
@@ -180,4 +181,30 @@ export interface OutboxConsumedTable {
   consumer: string;
   event_id: string;
   consumed_at: number;
+}
+
+/** One HTTP request a webhook sink made for an outbox event (migration 008); never updated. */
+export interface WebhookDeliveriesTable {
+  id: string;
+  tenant_id: string;
+  event_id: string;
+  sink: string;
+  attempt: number;
+  /** success, retryable or permanent. */
+  class: string;
+  request_url: string;
+  request_method: string;
+  /** JSON object, sensitive values masked. */
+  request_headers: string;
+  /** At most 1 KiB of the body sent. */
+  request_body: string;
+  response_status: number | null;
+  response_headers: string | null;
+  response_body: string | null;
+  error_code: string | null;
+  error_message: string | null;
+  duration_ms: number;
+  /** The delivery this one re-ran. */
+  repeats_delivery_id: string | null;
+  created_at: number;
 }

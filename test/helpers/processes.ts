@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
 const script = fileURLToPath(new URL('./worker-process.ts', import.meta.url));
+const relayScript = fileURLToPath(new URL('./relay-process.ts', import.meta.url));
 const root = fileURLToPath(new URL('../..', import.meta.url));
 
 /** A child worker process and a promise of its exit. */
@@ -12,8 +13,17 @@ export interface WorkerProcess {
 }
 
 /** Spawns test/helpers/worker-process.ts with `env` and waits until it prints "ready". */
-export async function spawnWorker(env: Record<string, string>): Promise<WorkerProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', script], {
+export function spawnWorker(env: Record<string, string>): Promise<WorkerProcess> {
+  return spawnReady(script, env);
+}
+
+/** Spawns test/helpers/relay-process.ts (an outbox relay) and waits until it prints "ready". */
+export function spawnRelay(env: Record<string, string>): Promise<WorkerProcess> {
+  return spawnReady(relayScript, env);
+}
+
+async function spawnReady(file: string, env: Record<string, string>): Promise<WorkerProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', file], {
     cwd: root,
     env: { ...process.env, ...env, DOCKET_LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -10,13 +10,13 @@ import {
   jobIdParamsSchema,
   jobResponseSchema,
   pageQuerySchema,
+  parseStatusList,
+  statusListSchema,
   type EnqueueBody,
 } from '../schemas.js';
 
 /** Most jobs in one POST /v1/jobs/batch. */
 export const MAX_BATCH = 1000;
-
-const STATUS_LIST = `^(${JOB_STATUSES.join('|')})(,(${JOB_STATUSES.join('|')}))*$`;
 
 const enqueueResultSchema = {
   type: 'object',
@@ -145,11 +145,7 @@ export function jobRoutes(docket: Docket, options: { batchBodyLimit: number }) {
             type: 'object',
             additionalProperties: false,
             properties: {
-              status: {
-                type: 'string',
-                pattern: STATUS_LIST,
-                description: 'Comma-separated statuses',
-              },
+              status: statusListSchema(JOB_STATUSES),
               type: { type: 'string', minLength: 1, maxLength: 128 },
               queue: { type: 'string', minLength: 1, maxLength: 64 },
               ...pageQuerySchema,
@@ -171,9 +167,7 @@ export function jobRoutes(docket: Docket, options: { batchBodyLimit: number }) {
         const q = req.query;
         const page = await docket.jobs.list(
           {
-            status: q.status
-              ? [...new Set(q.status.split(','))].map((s) => s as JobStatus)
-              : undefined,
+            status: parseStatusList<JobStatus>(q.status),
             type: q.type,
             queue: q.queue,
             cursor: q.cursor,
