@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
 import { sql, type Kysely, type Transaction } from 'kysely';
-import { isUuid } from '../core/ids.js';
 import { DocketError } from '../core/errors.js';
 import type { AuditEventsTable, DocketDatabase } from '../store/schema.js';
 import { auditRowInserterFor } from './backends/index.js';
@@ -13,6 +12,7 @@ import {
   type AuditChainHead,
 } from './chain.js';
 import { idAtTime } from './event.js';
+import { isUuid } from '../core/ids.js';
 import type { AuditContent } from './content.js';
 import type { AuditEvent, AuditEventFilter, AuditOutcome, AuditVerifyResult } from './types.js';
 
@@ -92,22 +92,14 @@ export function rowToAuditEvent(row: AuditEventsTable): AuditEvent {
   };
 }
 
-/** A page position: after the event with this seq (chain order) or this id (time order). */
-type AuditCursor = { seq: number } | { id: string };
-
-function encodeCursor(c: AuditCursor): string {
-  return Buffer.from(JSON.stringify(c), 'utf8').toString('base64url');
+function encodeCursor(id: string): string {
+  return Buffer.from(JSON.stringify({ after: id }), 'utf8').toString('base64url');
 }
 
-function decodeCursor(cursor: string, byTime: boolean): AuditCursor {
+function decodeCursor(cursor: string): string {
   try {
-    const v = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as {
-      seq?: unknown;
-      id?: unknown;
-    };
-    if (!byTime && typeof v.seq === 'number' && Number.isSafeInteger(v.seq) && v.seq > 0)
-      return { seq: v.seq };
-    if (byTime && typeof v.id === 'string' && isUuid(v.id)) return { id: v.id.toLowerCase() };
+    const v = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as { after?: unknown };
+    if (typeof v.after === 'string' && isUuid(v.after)) return v.after.toLowerCase();
   } catch {
     // not base64url JSON: reported below
   }
@@ -115,19 +107,15 @@ function decodeCursor(cursor: string, byTime: boolean): AuditCursor {
 }
 
 /**
- * One page of a tenant's events, newest first, keyset-paginated. Without a time range the
- * order is the chain's (seq), and each filter walks one index ending in seq: the unique
- * (tenant_id, seq), or the actor, action or resource index. With a time range it is time order
- * (id): ids carry the event's time (see auditEventId), so the range is a range of the primary
- * key (tenant_id, id), read newest first without a sort. The two orders agree except for an
- * event recorded in a transaction that committed after events recorded later.
+ * One page of a tenant's events, newest first, keyset-paginated on id. Ids carry the event's
+ * time (see auditEventId), so a time range is also an id range and every filter walks one
+ * index ending in id: (tenant_id, id), or the actor, action or resource index.
  */
 export async function queryAuditEvents(
   db: Db,
   tenant: string,
   f: AuditEventFilter & { limit: number },
 ): Promise<{ items: AuditEvent[]; nextCursor: string | null }> {
-  const byTime = f.from !== undefined || f.to !== undefined;
   let q = db.selectFrom('audit_events').selectAll().where('tenant_id', '=', tenant);
   if (f.actorId !== undefined) q = q.where('actor_id', '=', f.actorId);
   if (f.action !== undefined) q = q.where('action', '=', f.action);
@@ -138,22 +126,16 @@ export async function queryAuditEvents(
     q = q.where('id', '>=', idAtTime(f.from)).where('created_at', '>=', f.from);
   }
   if (f.to !== undefined) q = q.where('id', '<', idAtTime(f.to)).where('created_at', '<', f.to);
-  if (f.cursor !== undefined) {
-    const c = decodeCursor(f.cursor, byTime);
-    q = 'seq' in c ? q.where('seq', '<', c.seq) : q.where('id', '<', c.id);
-  }
+  if (f.cursor !== undefined) q = q.where('id', '<', decodeCursor(f.cursor));
   const rows = await q
-    .orderBy(byTime ? 'id' : 'seq', 'desc')
+    .orderBy('id', 'desc')
     .limit(f.limit + 1)
     .execute();
   const page = rows.slice(0, f.limit).map((r) => rowToAuditEvent(r as AuditEventsTable));
   const last = page[page.length - 1];
   return {
     items: page,
-    nextCursor:
-      rows.length > f.limit && last
-        ? encodeCursor(byTime ? { id: last.id } : { seq: last.seq })
-        : null,
+    nextCursor: rows.length > f.limit && last ? encodeCursor(last.id) : null,
   };
 }
 
