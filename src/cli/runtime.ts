@@ -6,6 +6,7 @@ import { createDocketFromEnv, type CreateDocketOptions, type Docket } from '../d
 import { DocketError } from '../core/errors.js';
 import type { JobHandler, JobTypeOptions } from '../jobs/index.js';
 import type { AuditDefinition } from '../audit/index.js';
+import type { OutboxOptions } from '../outbox/service.js';
 
 /** What the module named by DOCKET_HANDLERS provides. */
 export interface HandlersModule {
@@ -15,6 +16,8 @@ export interface HandlersModule {
   jobTypes?: Record<string, JobTypeOptions>;
   /** The application's audit vocabulary (`defineAudit`). Default none (any action). */
   auditDefinition?: AuditDefinition;
+  /** Outbox routes and sinks (SPEC O); with routes, `docket start` also runs a relay. */
+  outbox?: OutboxOptions;
 }
 
 /** Structured JSON logs go to stderr so stdout stays for the human-readable output. */
@@ -70,7 +73,16 @@ export async function loadHandlersModule(
       { path },
     );
   }
+  const outbox = mod.outbox;
+  if (outbox !== undefined && !isRecord(outbox)) {
+    throw new DocketError(
+      'CONFIG_INVALID',
+      `\`outbox\` of ${path} must be an object ({ routes, sinks })`,
+      { path },
+    );
+  }
   return {
+    outbox: outbox as OutboxOptions | undefined,
     handlers: handlers as HandlersModule['handlers'],
     jobTypes: jobTypes as HandlersModule['jobTypes'],
     auditDefinition: auditDefinition as AuditDefinition | undefined,
@@ -86,7 +98,7 @@ export async function openDocket(
   logger: Logger,
   extra: Omit<
     CreateDocketOptions<Record<string, unknown>>,
-    'handlers' | 'jobTypes' | 'logger' | 'auditDefinition'
+    'handlers' | 'jobTypes' | 'logger' | 'auditDefinition' | 'outbox'
   > = {},
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<Docket> {
@@ -100,6 +112,7 @@ export async function openDocket(
     handlers: mod?.handlers as CreateDocketOptions<Record<string, unknown>>['handlers'],
     jobTypes: mod?.jobTypes,
     auditDefinition: mod?.auditDefinition,
+    outbox: mod?.outbox,
   });
 }
 

@@ -1,7 +1,14 @@
 import { Command } from 'commander';
 import { buildHttpApp } from '../http/index.js';
 import { bootstrapFirstTenant } from './bootstrap.js';
-import { cliLogger, intFromEnv, openDocket, say, untilStopped } from './runtime.js';
+import {
+  cliLogger,
+  intFromEnv,
+  loadHandlersModule,
+  openDocket,
+  say,
+  untilStopped,
+} from './runtime.js';
 
 /** Time a graceful shutdown may take before the process exits anyway, ms. */
 const DEFAULT_SHUTDOWN_MS = 30_000;
@@ -10,7 +17,7 @@ const DEFAULT_SHUTDOWN_MS = 30_000;
 export function startCommand(): Command {
   return new Command('start')
     .description(
-      'run the service: HTTP API and a worker (DOCKET_HOST, DOCKET_PORT, DOCKET_CONCURRENCY, DOCKET_HANDLERS)',
+      'run the service: HTTP API, a worker and, with outbox routes, a relay (DOCKET_HOST, DOCKET_PORT, DOCKET_CONCURRENCY, DOCKET_HANDLERS, DOCKET_RELAY)',
     )
     .action(async () => {
       const env = process.env;
@@ -25,6 +32,14 @@ export function startCommand(): Command {
       await bootstrapFirstTenant(docket, logger, env.DOCKET_BOOTSTRAP_API_KEY);
       const worker = docket.createWorker({ concurrency });
       await worker.start();
+      // The DOCKET_HANDLERS module's outbox routes get a relay here (DOCKET_RELAY=0: none, for
+      // a deployment that runs its relays elsewhere). The import is cached: same module.
+      const routes = (await loadHandlersModule(env.DOCKET_HANDLERS))?.outbox?.routes ?? [];
+      const relay =
+        routes.length > 0 && env.DOCKET_RELAY !== '0'
+          ? await docket.outbox.createRelay()
+          : undefined;
+      await relay?.start();
       const app = buildHttpApp({
         docket,
         logger,
@@ -35,13 +50,17 @@ export function startCommand(): Command {
           .filter(Boolean),
       });
       const address = await app.listen({ host, port });
-      logger.info({ address, worker: worker.id, concurrency }, 'docket started');
+      logger.info(
+        { address, worker: worker.id, concurrency, relay: relay !== undefined },
+        'docket started',
+      );
       say(`Docket is listening on ${address} (worker ${worker.id}, concurrency ${concurrency})`);
+      if (relay) say(`Outbox relay running for ${routes.length} route(s)`);
       say(`OpenAPI document: ${address}/v1/openapi.json`);
 
       await untilStopped(logger, shutdownMs + 5_000, async () => {
         // Stop taking requests and claiming jobs together; running jobs get the deadline.
-        await Promise.all([app.close(), worker.stop({ deadlineMs: shutdownMs })]);
+        await Promise.all([app.close(), worker.stop({ deadlineMs: shutdownMs }), relay?.stop()]);
         await docket.close();
       });
     });

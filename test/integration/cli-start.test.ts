@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDocket } from '../../src/index.js';
 import { BACKENDS, createTestStore, waitFor, type TestStore } from '../helpers/backends.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -55,7 +56,12 @@ for (const backend of BACKENDS) {
       const handlersPath = join(ts.dataDir, 'handlers.mjs');
       writeFileSync(
         handlersPath,
-        'export const handlers = { greet: async ({ payload }) => ({ hello: payload.name }) };\n',
+        [
+          'export const handlers = { greet: async ({ payload }) => ({ hello: payload.name }) };',
+          // With outbox routes in the module, the service also runs a relay.
+          `export const outbox = { routes: [{ topic: 'order.*', sink: 'hook' }],`,
+          `  sinks: { hook: { kind: 'webhook', url: ${JSON.stringify(hookUrl)}, secret: 's3cret' } } };`,
+        ].join('\n'),
       );
       const port = await freePort();
       // One backend uses a generated first key, the other a key chosen by the operator.
@@ -151,6 +157,25 @@ for (const backend of BACKENDS) {
         { what: 'the greet job to succeed' },
       );
       expect(greeted.result).toEqual({ hello: 'docket' });
+
+      // An event the application adds in its own transaction reaches the service's relay.
+      expect(stdout).toContain('Outbox relay running for 1 route(s)');
+      const app = createDocket({ store: ts.store, dataDir: ts.dataDir });
+      try {
+        await app.withTransaction('default', (tx) =>
+          app.outbox.add(tx, { topic: 'order.paid', key: 'o-1', payload: { total: 5 } }),
+        );
+      } finally {
+        await app.close();
+      }
+      const delivered = await waitFor(
+        () => received.find((r) => r.headers['docket-event-topic'] === 'order.paid'),
+        { what: 'the outbox event to reach the webhook through the service relay' },
+      );
+      expect(JSON.parse(delivered.body)).toMatchObject({
+        topic: 'order.paid',
+        payload: { total: 5 },
+      });
 
       proc.kill('SIGTERM');
       const exit = await exited;
