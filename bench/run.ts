@@ -157,6 +157,18 @@ async function main(): Promise<void> {
         }),
         settings: [DOCKET_SETTINGS[0] as WorkerSetting, DOCKET_SETTINGS[3] as WorkerSetting],
       });
+      // The same Redis lane with SQLite as the truth: its enqueue commit is not an fsync'd
+      // PostgreSQL commit (~2.8 ms here), which is most of the PostgreSQL row's latency.
+      entries.push({
+        key: 'docket-sqlite-redis',
+        system: await createDocketSystem({
+          dialect: 'sqlite',
+          redis: true,
+          name: 'Docket (SQLite + Redis queue)',
+        }),
+        settings: [],
+        latencyOnly: true,
+      });
       entries.push({ key: 'bullmq', system: await createBullmqSystem(), settings: PEER_SETTINGS });
     }
     if (want('pgboss'))
