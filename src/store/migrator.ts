@@ -17,6 +17,7 @@ export const DOCKET_TABLES = [
   'rate_counters',
   'outbox_events',
   'outbox_consumed',
+  'effects',
 ] as const;
 
 /** Runs Docket's migrations for one dialect through Kysely's Migrator (which locks). */

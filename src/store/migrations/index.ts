@@ -4,6 +4,7 @@ import { m003JobKeys } from './003-job-keys.js';
 import { m005RateLimits } from './005-rate-limits.js';
 import { m006FairClaims } from './006-fair-claims.js';
 import { m007Outbox } from './007-outbox.js';
+import { m009Effects } from './009-effects.js';
 
 /** A numbered, never-edited migration with one statement list per dialect. */
 export interface DocketMigration {
@@ -25,4 +26,5 @@ export const MIGRATIONS: readonly DocketMigration[] = [
   m005RateLimits,
   m006FairClaims,
   m007Outbox,
+  m009Effects,
 ];
