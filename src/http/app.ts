@@ -7,6 +7,7 @@ import type { JobMap } from '../jobs/index.js';
 import { readTraceparent, requireApiKey, requireOperator } from './auth.js';
 import { errorBodySchema, httpErrorHandler, routeNotFound } from './errors.js';
 import { dlqRoutes } from './routes/dlq.js';
+import { effectRoutes, effectSchema } from './routes/effects.js';
 import { healthRoutes } from './routes/health.js';
 import { jobRoutes } from './routes/jobs.js';
 import { queueRoutes } from './routes/queue.js';
@@ -92,6 +93,7 @@ export function buildHttpApp<M extends JobMap>(options: HttpAppOptions<M>): Fast
   app.addSchema(dlqItemSchema);
   app.addSchema(tenantSchema);
   app.addSchema(auditEventSchema);
+  app.addSchema(effectSchema);
 
   void app.register(swagger, {
     openapi: {
@@ -131,6 +133,7 @@ export function buildHttpApp<M extends JobMap>(options: HttpAppOptions<M>): Fast
           }),
         );
         void tenantScope.register(dlqRoutes(docket));
+        void tenantScope.register(effectRoutes(docket));
         void tenantScope.register(queueRoutes(docket));
         void tenantScope.register(auditRoutes(docket, clientIp));
       });
