@@ -60,6 +60,8 @@ export interface EmailTransport {
   readonly idempotent: boolean;
   /** Sends; throws PermanentJobError (5xx), EffectUnknownError (may have been sent) or Error. */
   send(message: EmailMessage, signal: AbortSignal): Promise<EffectAnswer>;
+  /** Checks the transport can be used (SMTP: connect, EHLO, login; file: the folder is writable). */
+  verify(): Promise<string>;
   /** Releases connections. */
   close(): void;
 }
@@ -272,6 +274,13 @@ function fileTransport(dir: string): EmailTransport {
       }
       return { providerMessageId: info.messageId, result: { file } };
     },
+    async verify() {
+      await mkdir(dir, { recursive: true });
+      const probe = join(dir, `.docket-doctor-${randomBytes(6).toString('hex')}`);
+      await writeFile(probe, '');
+      await rm(probe, { force: true });
+      return `.eml files in ${dir}`;
+    },
     close() {
       mailer.close();
     },
@@ -307,6 +316,11 @@ function smtpTransport(config: Extract<EmailConfig, { transport: 'smtp' }>): Ema
       } catch (err) {
         throw classifySmtpError(err);
       }
+    },
+    async verify() {
+      await mailer.verify();
+      const where = config.url ? new URL(config.url).host : `${config.host}:${config.port}`;
+      return `SMTP server ${where} answers`;
     },
     close() {
       mailer.close();

@@ -218,7 +218,10 @@ export class EffectStore {
     });
   }
 
-  /** Records a failure (`→ failed`) or an ambiguous answer (`→ unknown`), under this call's token. */
+  /**
+   * Records a failure (`sending | unknown → failed`) or an ambiguous answer (`sending →
+   * unknown`), under this call's token.
+   */
   async recordFailed(p: {
     tenant: string;
     key: string;
@@ -239,7 +242,9 @@ export class EffectStore {
         .where('tenant_id', '=', p.tenant)
         .where('key', '=', p.key)
         .where('attempt_token', '=', p.token)
-        .where('state', '=', 'sending')
+        // A definite late failure also settles an `unknown` this call left; an ambiguous one
+        // has nothing to add to it.
+        .where('state', 'in', p.state === 'failed' ? ['sending', 'unknown'] : ['sending'])
         .returningAll()
         .executeTakeFirst();
       if (!row) return null;

@@ -13,7 +13,7 @@ import {
   type EffectCall,
   type EffectProvider,
 } from '../../src/index.js';
-import { BACKENDS, createBusinessTable, useDocketSuite } from '../helpers/backends.js';
+import { BACKENDS, createBusinessTable, useDocketSuite, waitFor } from '../helpers/backends.js';
 
 let seq = 0;
 const unique = (p: string) => `${p}${++seq}${Math.random().toString(36).slice(2, 6)}`;
@@ -185,7 +185,7 @@ describe.each(BACKENDS)('effect ledger on %s', (backend) => {
     const input = { key: 'sms-1', payload: { text: 'hi' }, tenant, type: 'sms', leaseMs: 5000 };
     const first = d.effects.run(null, input, lost.fn);
     first.catch(() => undefined);
-    await expect.poll(() => lost.calls.length).toBe(1);
+    await waitFor(() => lost.calls.length === 1);
     const p = provider();
     await expect(d.effects.run(null, input, p.fn)).rejects.toMatchObject({
       code: 'EFFECT_IN_PROGRESS',
@@ -235,7 +235,7 @@ describe.each(BACKENDS)('effect ledger on %s', (backend) => {
     };
     const first = d.effects.run(null, input, lost.fn);
     first.catch(() => undefined);
-    await expect.poll(() => lost.calls.length).toBe(1);
+    await waitFor(() => lost.calls.length === 1);
     clock.advance(2001);
     const p = provider();
     const retried = await d.effects.run(null, input, p.fn);
@@ -276,7 +276,7 @@ describe.each(BACKENDS)('effect ledger on %s', (backend) => {
       void d.effects
         .run(null, { key, payload: {}, tenant, leaseMs: 1000 }, lost.fn)
         .catch(() => undefined);
-      await expect.poll(() => lost.calls.length).toBe(1);
+      await waitFor(() => lost.calls.length === 1);
     }
     await expect(d.effects.resolve('a', { outcome: 'sent' }, { tenant })).rejects.toMatchObject({
       code: 'EFFECT_NOT_UNKNOWN',

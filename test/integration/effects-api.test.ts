@@ -9,6 +9,7 @@ import { createDocket, EffectUnknownError, type Docket } from '../../src/index.j
 import { silentLogger } from '../../src/core/logger.js';
 import { buildHttpApp, createApiKey, createTenant } from '../../src/http/index.js';
 import { BACKENDS, createTestStore, type TestStore } from '../helpers/backends.js';
+import { startSmtpServer } from '../helpers/smtp-server.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -146,14 +147,22 @@ for (const backend of BACKENDS) {
       );
     });
 
-    it('docket effects list and resolve', async () => {
+    it('docket effects list and resolve; doctor checks the email transport', async () => {
       await makeUnknown('cli-1');
       const cli = (...args: string[]) => docketCli(ts.env, ...args);
-      const [listed, bad, both] = await Promise.all([
+      const smtp = await startSmtpServer();
+      const deadPort = `smtp://127.0.0.1:${new URL(smtp.url).port}`;
+      const [listed, bad, both, doctor] = await Promise.all([
         cli('effects', 'list', '--tenant', 'acme', '--state', 'unknown'),
         cli('effects', 'list', '--tenant', 'acme', '--state', 'bogus'),
         cli('effects', 'resolve', 'cli-1', '--tenant', 'acme', '--sent', '--failed'),
+        docketCli({ ...ts.env, DOCKET_SMTP_URL: smtp.url }, 'doctor'),
       ]);
+      expect(doctor.stdout).toMatch(/^ok\s+email: SMTP server 127\.0\.0\.1:\d+ answers/m);
+      await smtp.close();
+      const noSmtp = await docketCli({ ...ts.env, DOCKET_SMTP_URL: deadPort }, 'doctor');
+      expect(noSmtp.code).toBe(1);
+      expect(noSmtp.stdout).toMatch(/^FAIL\s+email: /m);
       expect(listed.code).toBe(0);
       expect(listed.stdout).toMatch(/^cli-1\s+sms\s+unknown\s+attempts=1/m);
       expect(bad.code).not.toBe(0);
@@ -185,6 +194,6 @@ for (const backend of BACKENDS) {
         stderr: expect.stringContaining('EFFECT_NOT_UNKNOWN'),
       });
       expect(JSON.parse(shown.stdout)).toMatchObject({ key: 'cli-1', state: 'failed' });
-    });
+    }, 240_000);
   });
 }

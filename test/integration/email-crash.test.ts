@@ -82,7 +82,7 @@ describe.each(BACKENDS)('email crash safety on %s', (backend) => {
     expect(done.result).toMatchObject({ effectKey: key, replayed: true });
     expect(smtp.delivered().length).toBe(before + 1);
     expect(await docket.effects.get(key, { tenant })).toMatchObject({ state: 'sent', attempts: 1 });
-  }, 60_000);
+  }, 120_000);
 
   it('(b) killed between the SMTP acceptance and the ledger write: the effect becomes unknown, nothing is resent', async () => {
     const tenant = 'crash-b';
@@ -120,7 +120,7 @@ describe.each(BACKENDS)('email crash safety on %s', (backend) => {
     expect(done).toMatchObject({ status: 'succeeded' });
     expect(done.result).toMatchObject({ replayed: true, messageId: firstId });
     expect(smtp.delivered().length).toBe(before + 1);
-  }, 60_000);
+  }, 120_000);
 
   it('resolving a lost send as failed sends it again, with the same Message-ID', async () => {
     const tenant = 'crash-c';
@@ -145,5 +145,5 @@ describe.each(BACKENDS)('email crash safety on %s', (backend) => {
     expect(smtp.delivered().length).toBe(before + 2);
     expect(smtp.delivered().at(-1)?.messageId).toBe(firstId);
     expect(await docket.effects.get(key, { tenant })).toMatchObject({ state: 'sent', attempts: 2 });
-  }, 60_000);
+  }, 120_000);
 });
