@@ -1,6 +1,7 @@
 // The effect ledger and the built-in email job type (SPEC O-8, O-9): the public face of the
 // effects capability.
-export { EffectsService, effectIdempotencyKey, type EffectsServiceDeps } from './service.js';
+export { EffectsService, type EffectsServiceDeps } from './service.js';
+export { effectIdempotencyKey } from './input.js';
 export {
   classifySmtpError,
   createEmailJobHandler,

@@ -1,10 +1,8 @@
 // The effect ledger as Docket exposes it (SPEC O-8): run a provider call at most once per
 // (tenant, key), record its answer the moment it arrives, replay it to every retry, and hold
 // a call whose outcome nobody saw for an operator instead of repeating it blindly.
-import { createHash } from 'node:crypto';
 import type { Transaction } from 'kysely';
 import type { JsonValue } from '../audit/content.js';
-import { canonicalJson } from '../core/canonical-json.js';
 import { requireTenant, resolveTraceId } from '../core/context.js';
 import { DocketError } from '../core/errors.js';
 import type { IdGenerator } from '../core/ids.js';
@@ -13,6 +11,14 @@ import { decodeCursor, encodeCursor } from '../jobs/backends/rows.js';
 import { PermanentJobError } from '../jobs/index.js';
 import type { Store } from '../store/index.js';
 import type { DocketDatabase } from '../store/schema.js';
+import {
+  checkEffectPayload,
+  effectIdempotencyKey,
+  effectOutcome,
+  effectUnknownError,
+  prepareEffect,
+  type PreparedEffect,
+} from './input.js';
 import { EffectStore } from './store.js';
 import {
   EFFECT_STATES,
@@ -40,29 +46,7 @@ export interface EffectsServiceDeps {
   failpoint?: (name: EffectFailpoint) => void | Promise<void>;
 }
 
-const KEY = /^[^\u0000-\u001f\u007f]{1,255}$/u;
-const TYPE = /^[A-Za-z0-9._:-]{1,100}$/;
 const RESULT_BYTES = 64 * 1024;
-const DEFAULT_LEASE_MS = 60_000;
-
-/** A validated run input. */
-interface Prepared {
-  tenant: string;
-  key: string;
-  type: string;
-  payloadHash: string;
-  idempotentProvider: boolean;
-  leaseMs: number;
-  signal: AbortSignal | undefined;
-}
-
-/**
- * The stable key handed to providers for an effect: SHA-256 of tenant and key, 40 hex
- * characters (the same on every attempt; two tenants' equal keys get different ones).
- */
-export function effectIdempotencyKey(tenant: string, key: string): string {
-  return createHash('sha256').update(`${tenant}\u0000${key}`).digest('hex').slice(0, 40);
-}
 
 /** The effect ledger of one Docket instance. */
 export class EffectsService {
@@ -81,14 +65,14 @@ export class EffectsService {
     input: EffectInput,
     fn: EffectProvider<R>,
   ): Promise<EffectOutcome<R>> {
-    const p = this.prepare(requireTenant(input.tenant), input);
+    const p = prepareEffect(this.deps.payloadLimitBytes, requireTenant(input.tenant), input);
     const token = this.deps.ids.next();
     const leaseUntil = this.deps.now() + p.leaseMs;
     const decision = await this.deps.store.withTenantTransaction(p.tenant, (trx) =>
       this.decide(trx, p, token, leaseUntil),
     );
-    if (decision.kind === 'replay') return outcomeOf<R>(decision.effect, true);
-    if (decision.kind === 'held') throw unknownError(p.key);
+    if (decision.kind === 'replay') return effectOutcome<R>(decision.effect, true);
+    if (decision.kind === 'held') throw effectUnknownError(p.key);
     return this.call(p, decision.effect, token, fn);
   }
 
@@ -115,11 +99,11 @@ export class EffectsService {
         field: 'tenant',
       });
     }
-    const p = this.prepare(tenant, input);
+    const p = prepareEffect(this.deps.payloadLimitBytes, tenant, input);
     const effect = await this.rows.insertOrLock(tx, this.newEffect(p));
-    this.checkPayload(effect, p);
+    checkEffectPayload(effect, p);
     if (effect.state === 'sent') {
-      return { effect, replayed: true, outcome: Promise.resolve(outcomeOf<R>(effect, true)) };
+      return { effect, replayed: true, outcome: Promise.resolve(effectOutcome<R>(effect, true)) };
     }
     const outcome = new Promise<EffectOutcome<R>>((resolve, reject) => {
       const hooks = this.afterCommit.get(tx) ?? [];
@@ -154,47 +138,7 @@ export class EffectsService {
     for (const h of hooks) h(committed);
   }
 
-  private prepare(tenant: string, input: EffectInput): Prepared {
-    const bad = (field: string, message: string) =>
-      new DocketError('VALIDATION_FAILED', message, { field });
-    if (!input || typeof input !== 'object') throw bad('', 'effects.run takes { key, payload }');
-    if (typeof input.key !== 'string' || !KEY.test(input.key)) {
-      throw bad('key', 'key must be 1–255 characters without control characters');
-    }
-    const type = input.type ?? 'custom';
-    if (typeof type !== 'string' || !TYPE.test(type)) {
-      throw bad('type', 'type must be 1–100 of A-Z a-z 0-9 . _ : -');
-    }
-    let payload: string | undefined;
-    try {
-      payload = canonicalJson(input.payload ?? null);
-    } catch {
-      payload = undefined;
-    }
-    if (payload === undefined) throw bad('payload', 'payload must be JSON (no cycles, no BigInt)');
-    if (Buffer.byteLength(payload) > this.deps.payloadLimitBytes) {
-      throw new DocketError('PAYLOAD_TOO_LARGE', 'effect payload exceeds payloadLimitBytes', {
-        field: 'payload',
-        limit: this.deps.payloadLimitBytes,
-      });
-    }
-    const leaseMs = input.leaseMs ?? DEFAULT_LEASE_MS;
-    if (!Number.isInteger(leaseMs) || leaseMs < 1000 || leaseMs > 3_600_000) {
-      throw bad('leaseMs', 'leaseMs must be an integer 1000–3600000');
-    }
-    return {
-      tenant,
-      key: input.key,
-      type,
-      // The type is part of what the key stands for: the same key for another type conflicts.
-      payloadHash: createHash('sha256').update(`${type}\u0000${payload}`).digest('hex'),
-      idempotentProvider: input.idempotentProvider === true,
-      leaseMs,
-      signal: input.signal,
-    };
-  }
-
-  private newEffect(p: Prepared) {
+  private newEffect(p: PreparedEffect) {
     return {
       id: this.deps.ids.next(),
       tenant: p.tenant,
@@ -207,16 +151,6 @@ export class EffectsService {
     };
   }
 
-  private checkPayload(effect: Effect, p: Prepared): void {
-    if (effect.payloadHash !== p.payloadHash) {
-      throw new DocketError(
-        'EFFECT_CONFLICT',
-        `effect ${p.key} was already used with a different payload (or type)`,
-        { key: p.key, state: effect.state, type: effect.type },
-      );
-    }
-  }
-
   /**
    * In one short transaction: create or lock the row and decide. Only `pending` and `failed`
    * effects (and, for idempotent providers, lost and `unknown` calls) start a call; a lost
@@ -225,13 +159,13 @@ export class EffectsService {
    */
   private async decide(
     trx: Transaction<DocketDatabase>,
-    p: Prepared,
+    p: PreparedEffect,
     token: string,
     leaseUntil: number,
   ): Promise<{ kind: 'replay' | 'call' | 'held'; effect: Effect }> {
     const now = this.deps.now();
     let effect = await this.rows.insertOrLock(trx, this.newEffect(p));
-    this.checkPayload(effect, p);
+    checkEffectPayload(effect, p);
     if (effect.state === 'sent') return { kind: 'replay', effect };
     if (effect.state === 'sending' && (effect.leaseUntil ?? 0) >= now) {
       throw new DocketError(
@@ -274,7 +208,7 @@ export class EffectsService {
 
   /** Calls the provider outside any transaction and records its answer at once. */
   private async call<R extends JsonValue>(
-    p: Prepared,
+    p: PreparedEffect,
     effect: Effect,
     token: string,
     fn: EffectProvider<R>,
@@ -318,7 +252,7 @@ export class EffectsService {
       }),
     );
     await this.deps.failpoint?.('effect.recorded');
-    if (recorded) return outcomeOf<R>(recorded, false);
+    if (recorded) return effectOutcome<R>(recorded, false);
     // The call outlived its lease and the effect moved on (an operator resolved it, or an
     // idempotent retry took over): the provider did act, so say so, and keep the ledger's word.
     const current = await this.get(p.tenant, p.key);
@@ -340,7 +274,7 @@ export class EffectsService {
    * become `unknown`.
    */
   private async withRetries<T>(
-    p: Prepared,
+    p: PreparedEffect,
     providerMessageId: string | null,
     write: () => Promise<T>,
   ): Promise<T> {
@@ -360,7 +294,7 @@ export class EffectsService {
     }
   }
 
-  private encodeResult(p: Prepared, result: JsonValue | undefined): string | null {
+  private encodeResult(p: PreparedEffect, result: JsonValue | undefined): string | null {
     if (result === undefined) return null;
     let text: string | undefined;
     try {
@@ -384,7 +318,7 @@ export class EffectsService {
    * PermanentJobError still means "no retry"), or EFFECT_UNKNOWN.
    */
   private async recordFailure(
-    p: Prepared,
+    p: PreparedEffect,
     token: string,
     err: unknown,
     aborted: boolean,
@@ -412,7 +346,7 @@ export class EffectsService {
         now: this.deps.now(),
       }),
     );
-    if (state === 'unknown') throw unknownError(p.key, err);
+    if (state === 'unknown') throw effectUnknownError(p.key, err);
     throw err;
   }
 
@@ -521,23 +455,4 @@ export class EffectsService {
   counts(tenant: string): Promise<Record<string, number>> {
     return this.rows.counts(tenant);
   }
-}
-
-function outcomeOf<R extends JsonValue>(effect: Effect, replayed: boolean): EffectOutcome<R> {
-  return {
-    effect,
-    providerMessageId: effect.providerMessageId,
-    result: effect.result as R | null,
-    replayed,
-  };
-}
-
-function unknownError(key: string, cause?: unknown): DocketError {
-  return new DocketError(
-    'EFFECT_UNKNOWN',
-    `effect ${key} is unknown: a provider call may or may not have happened, so it is held ` +
-      'for an operator (resolve it as sent or failed) instead of being repeated',
-    { key },
-    { cause },
-  );
 }
