@@ -30,6 +30,7 @@ export interface EffectError {
 export interface Effect {
   /** Time-sortable id (pagination order). */
   id: string;
+  /** The tenant the effect belongs to. */
   tenantId: string;
   /** The caller's key, unique per tenant. */
   key: string;
@@ -37,6 +38,7 @@ export interface Effect {
   type: string;
   /** SHA-256 of the canonical JSON of the payload. */
   payloadHash: string;
+  /** Where the effect is in its lifecycle. */
   state: EffectState;
   /** Whether the type declared its provider idempotent (an expired call is retried, not held). */
   idempotentProvider: boolean;
@@ -48,13 +50,18 @@ export interface Effect {
   providerMessageId: string | null;
   /** What the provider returned (JSON), replayed to every later run. */
   result: JsonValue | null;
+  /** The latest failure (or the reason it became `unknown`). */
   lastError: EffectError | null;
   /** Who resolved an `unknown` effect (`apikey:<id>`, `cli`), and their note. */
   resolvedBy: string | null;
   resolutionNote: string | null;
+  /** Trace of the operation that created it. */
   traceId: string;
+  /** Created, epoch ms. */
   createdAt: number;
+  /** Last changed, epoch ms. */
   updatedAt: number;
+  /** When the provider's acceptance was recorded (or an operator resolved it as sent), epoch ms. */
   sentAt: number | null;
 }
 
