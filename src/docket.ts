@@ -46,6 +46,21 @@ import type { OutboxRelay, RelayOptions } from './outbox/relay.js';
 import type { OutboxJobPayload } from './outbox/sinks.js';
 import type { OutboxAddInput, OutboxEvent } from './outbox/types.js';
 import {
+  EffectsService,
+  createEmailJobHandler,
+  createEmailTransport,
+  validateEmailPayload,
+  type Effect,
+  type EffectFailpoint,
+  type EffectInput,
+  type EffectOutcome,
+  type EffectProvider,
+  type EffectReservation,
+  type EffectState,
+  type EmailTransport,
+} from './effects/index.js';
+import type { JsonValue } from './audit/content.js';
+import {
   AuditService,
   type ActionOf,
   type AuditDefinition,
@@ -101,7 +116,7 @@ export interface CreateDocketOptions<
    * none are declared. The service sets this. Default false (any well-formed type name).
    */
   strictTypes?: boolean;
-  /** Register the built-in `http` job type. Default true. */
+  /** Register the built-in `http` and `email` job types (and maintenance jobs). Default true. */
   builtins?: boolean;
   /** Run migrations on start. Default true. */
   migrate?: boolean;
@@ -117,8 +132,11 @@ export interface CreateDocketOptions<
   ids?: IdGenerator;
   /** Randomness for retry jitter. Default Math.random. */
   random?: () => number;
-  /** Testing hook between dead-letter steps (crash injection). Default none. */
-  failpoint?: (name: Failpoint) => void | Promise<void>;
+  /**
+   * Test-only crash injection: called at named points (between dead-letter steps, right after
+   * an effect's provider answered, right after its answer was recorded). Default none.
+   */
+  failpoint?: (name: Failpoint | EffectFailpoint) => void | Promise<void>;
   /** The transactional outbox: routes from topics to sinks (SPEC O). Default none. */
   outbox?: OutboxOptions;
 }
@@ -254,6 +272,45 @@ export interface Docket<M extends JobMap = JobMap, D extends AuditDefinition = A
     /** Creates (does not start) a relay that publishes due events to the configured sinks. */
     createRelay(options?: RelayOptions): Promise<OutboxRelay>;
   };
+  /** The effect ledger (SPEC O-8): external side effects done at most once per key. */
+  readonly effects: {
+    /**
+     * Calls the provider (`fn`) unless the effect with this key was already sent, and records
+     * its answer before returning; a retry after `sent` replays the recorded result. With
+     * `tx === null` it runs now, outside any transaction.
+     */
+    run<R extends JsonValue = JsonValue>(
+      tx: null,
+      input: EffectInput,
+      fn: EffectProvider<R>,
+    ): Promise<EffectOutcome<R>>;
+    /**
+     * In a transaction from withTransaction: the effect is reserved (or found sent) inside it,
+     * and the provider is called only after it commits; `outcome` settles then.
+     */
+    run<R extends JsonValue = JsonValue, DB = DocketDatabase>(
+      tx: DocketTransaction<DB>,
+      input: Omit<EffectInput, 'tenant'>,
+      fn: EffectProvider<R>,
+    ): Promise<EffectReservation<R>>;
+    /** One effect by key; EFFECT_NOT_FOUND if absent or another tenant's. */
+    get(key: string, options?: { tenant?: string }): Promise<Effect>;
+    /** A page of effects, newest first, optionally of some states. */
+    list(
+      filter?: { state?: EffectState[]; cursor?: string; limit?: number },
+      options?: { tenant?: string },
+    ): Promise<Page<Effect>>;
+    /** Resolves an `unknown` effect as sent or failed (audited); EFFECT_NOT_UNKNOWN otherwise. */
+    resolve(
+      key: string,
+      resolution: { outcome: 'sent' | 'failed'; providerMessageId?: string; note?: string },
+      options?: ActorOptions,
+    ): Promise<Effect>;
+    /** Counts by state (the tenant's). */
+    counts(options?: { tenant?: string }): Promise<Record<string, number>>;
+    /** Moves every expired provider call to `unknown` (or retryable `failed`) now; returns how many. */
+    sweepOnce(): Promise<number>;
+  };
   /** The dead-letter queue. */
   readonly dlq: {
     /** A page of dead-lettered jobs. */
@@ -299,10 +356,16 @@ export function createDocket<
   const logger = options.logger ?? silentLogger();
   const clock = options.clock ?? systemClock;
   const ids = options.ids ?? uuidV7Generator;
+  let emailTransport: EmailTransport | undefined;
   const builtinHandlers: Record<string, JobHandler<unknown>> = options.builtins === false
     ? {}
     : {
         http: createHttpJobHandler(config.webhooks) as JobHandler<unknown>,
+        email: createEmailJobHandler({
+          config: config.email,
+          effects: () => effects(),
+          transport: () => (emailTransport ??= createEmailTransport(config.email)),
+        }) as JobHandler<unknown>,
         [PRUNE_JOB]: async () => ({ pruned: await docket.pruneOnce() }),
         [AUDIT_PURGE_JOB]: async () => ({ purged: await docket.audit.purgeOnce() }),
       };
@@ -316,6 +379,10 @@ export function createDocket<
     typeMap.set('http', {
       validate: createHttpPayloadValidator(config.webhooks),
       retry: { maxAttempts: 5 },
+    });
+    typeMap.set('email', {
+      validate: (payload) => validateEmailPayload(payload, config.email),
+      retry: { maxAttempts: 10 },
     });
     typeMap.set(PRUNE_JOB, { retry: { maxAttempts: 3 } });
     typeMap.set(AUDIT_PURGE_JOB, { retry: { maxAttempts: 3 } });
@@ -403,6 +470,22 @@ export function createDocket<
     return outboxService;
   };
 
+  let effectsService: EffectsService | undefined;
+  const effects = async () => {
+    const { store } = await ready();
+    effectsService ??= new EffectsService({
+      store,
+      logger,
+      now: () => clock.now(),
+      ids,
+      payloadLimitBytes: config.payloadLimitBytes,
+      tenantOfTx: (tx) => txTenants.get(tx),
+      failpoint: options.failpoint,
+    });
+    return effectsService;
+  };
+  let effectSweeper: IntervalService | undefined;
+
   let auditService: AuditService | undefined;
   const audit = async () => {
     const { store } = await ready();
@@ -441,6 +524,13 @@ export function createDocket<
       if (!reaper && interval > 0) {
         reaper = new Reaper(deps, interval);
         await reaper.start();
+        // Lost provider calls become visible as `unknown` on the reaper's beat.
+        effectSweeper = new IntervalService(
+          interval,
+          async () => (await effects()).sweepOnce(),
+          (err) => logger.error({ err }, 'sweeping expired effect calls failed'),
+        );
+        await effectSweeper.start();
       }
       if (maintenance.length === 0 && options.builtins !== false) {
         const pruneEvery = options.pruneIntervalMs ?? 3_600_000;
@@ -463,10 +553,12 @@ export function createDocket<
       if (closed) return;
       closed = true;
       await reaper?.stop();
+      await effectSweeper?.stop();
       for (const m of maintenance) await m.stop();
       await Promise.all([...workers].map((w) => w.stop()));
       await Promise.all([...relays].map((r) => r.stop()));
       await auditService?.writer.stop();
+      emailTransport?.close();
       if (opened) {
         const { store, backend } = await opened;
         await backend.stop();
@@ -480,17 +572,25 @@ export function createDocket<
       requireTenant(tenant);
       const { store, backend } = await ready();
       let committed: object | undefined;
-      const out = await store.withTenantTransaction(tenant, async (trx) => {
-        committed = trx;
-        txTenants.set(trx, tenant);
-        return runWithContext({ tenant, traceId: currentContext()?.traceId }, () =>
-          fn(trx as unknown as DocketTransaction<DB>),
-        );
-      });
+      let out: T;
+      try {
+        out = await store.withTenantTransaction(tenant, async (trx) => {
+          committed = trx;
+          txTenants.set(trx, tenant);
+          return runWithContext({ tenant, traceId: currentContext()?.traceId }, () =>
+            fn(trx as unknown as DocketTransaction<DB>),
+          );
+        });
+      } catch (err) {
+        if (committed) effectsService?.transactionEnded(committed, false);
+        throw err;
+      }
       // Jobs enqueued in the transaction are committed now: hand them to the queue's dispatch
       // (Redis) and wake this process's workers.
       if (committed) await backend.jobTransactionCommitted?.(committed as TenantTransaction);
       if (committed) outboxService?.committed(committed);
+      // Effects reserved in the transaction may call their providers now that it committed.
+      if (committed) effectsService?.transactionEnded(committed, true);
       backend.notifyJobsAvailable();
       return out;
     },
@@ -547,6 +647,27 @@ export function createDocket<
         relays.add(relay);
         return relay;
       },
+    },
+    effects: {
+      run: (async (
+        tx: DocketTransaction<unknown> | null,
+        input: EffectInput,
+        fn: EffectProvider<JsonValue>,
+      ) => {
+        const service = await effects();
+        if (tx === null) return service.run(input, fn);
+        return service.reserve(tx as unknown as TenantTransaction, input, fn);
+      }) as Docket<M, D>['effects']['run'],
+      get: async (key, o) => (await effects()).get(requireTenant(o?.tenant), key),
+      list: async (filter, o) => (await effects()).list(requireTenant(o?.tenant), filter),
+      resolve: async (key, resolution, o) =>
+        (await effects()).resolve(requireTenant(o?.tenant), key, {
+          ...resolution,
+          actor: o?.actor,
+          traceId: o?.traceId,
+        }),
+      counts: async (o) => (await effects()).counts(requireTenant(o?.tenant)),
+      sweepOnce: async () => (await effects()).sweepOnce(),
     },
     async enqueue(type, payload, o) {
       const [r] = await (

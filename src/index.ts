@@ -6,7 +6,14 @@ export type {
   DocketTransaction,
   EnqueueItem,
 } from './docket.js';
-export type { AuditConfig, DocketConfig, DocketOptions, RetryPolicy } from './config/index.js';
+export type {
+  AuditConfig,
+  DocketConfig,
+  DocketOptions,
+  EmailConfig,
+  EmailOptions,
+  RetryPolicy,
+} from './config/index.js';
 export { BUILTIN_AUDIT_ACTIONS, defineAudit } from './audit/index.js';
 export type {
   AuditContent,
@@ -69,3 +76,17 @@ export type { WebhookDelivery } from './outbox/deliveries.js';
 export type { OutboxRelay, RelayOptions } from './outbox/relay.js';
 export type { OutboxJobPayload, WebhookSinkOptions } from './outbox/sinks.js';
 export type { WebhookDeliveryRecord, DeliveryClass } from './outbox/webhook-request.js';
+export { EffectUnknownError, EFFECT_STATES } from './effects/index.js';
+export type {
+  Effect,
+  EffectAnswer,
+  EffectCall,
+  EffectError,
+  EffectInput,
+  EffectOutcome,
+  EffectProvider,
+  EffectReservation,
+  EffectState,
+  EmailJobPayload,
+  EmailJobResult,
+} from './effects/index.js';

@@ -9,6 +9,8 @@ export const BUILTIN_AUDIT_ACTIONS = [
   'job.dead_lettered',
   'outbox.event_dead',
   'outbox.event_replayed',
+  'effect.unknown',
+  'effect.resolved',
   'audit.config_updated',
   'http.post',
   'http.put',
@@ -20,7 +22,13 @@ export const BUILTIN_AUDIT_ACTIONS = [
 export type BuiltinAuditAction = (typeof BUILTIN_AUDIT_ACTIONS)[number];
 
 /** Resource types Docket itself records. */
-export const BUILTIN_AUDIT_RESOURCES = ['job', 'outbox_event', 'audit_config', 'http'] as const;
+export const BUILTIN_AUDIT_RESOURCES = [
+  'job',
+  'outbox_event',
+  'effect',
+  'audit_config',
+  'http',
+] as const;
 
 /** How a resource type is audited. */
 export interface AuditResourceOptions {

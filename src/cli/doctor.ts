@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import { resolveConfig, optionsFromEnv, type DocketConfig } from '../config/index.js';
+import { createEmailTransport } from '../effects/index.js';
 import { parseApiKey } from '../http/index.js';
 import { APP_ROLE, SYSTEM_ROLE, openStore, type Store } from '../store/index.js';
 import { MIGRATIONS } from '../store/migrations/index.js';
@@ -103,6 +104,16 @@ export async function runDoctor(env: NodeJS.ProcessEnv = process.env): Promise<C
   ];
   if (!config) return checks;
   const resolved = config;
+  checks.push(
+    await probe('email', async () => {
+      const transport = createEmailTransport(resolved.email);
+      try {
+        return await transport.verify();
+      } finally {
+        transport.close();
+      }
+    }),
+  );
   let store: Store | undefined;
   try {
     const connectivity = await probe('store connectivity', async () => {
@@ -122,10 +133,12 @@ export async function runDoctor(env: NodeJS.ProcessEnv = process.env): Promise<C
   return checks;
 }
 
-/** `docket doctor`: checks configuration, connectivity, migrations and roles; non-zero on a problem. */
+/** `docket doctor`: checks configuration, email, connectivity, migrations and roles; non-zero on a problem. */
 export function doctorCommand(): Command {
   return new Command('doctor')
-    .description('check configuration, store connectivity, migrations and PostgreSQL roles')
+    .description(
+      'check configuration, the email transport, store connectivity, migrations and PostgreSQL roles',
+    )
     .action(async () => {
       const checks = await runDoctor();
       for (const c of checks) say(`${c.ok ? 'ok  ' : 'FAIL'}  ${c.name}: ${c.detail}`);

@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import { auditCommand } from './audit.js';
 import { dlqCommand } from './dlq.js';
 import { doctorCommand } from './doctor.js';
+import { effectsCommand } from './effects.js';
 import { enqueueCommand } from './enqueue.js';
 import { keysCommand } from './keys.js';
 import { migrateCommand } from './migrate.js';
@@ -23,6 +24,7 @@ export function buildProgram(): Command {
     .addCommand(processCommand())
     .addCommand(dlqCommand())
     .addCommand(outboxCommand())
+    .addCommand(effectsCommand())
     .addCommand(auditCommand())
     .addCommand(tenantsCommand())
     .addCommand(keysCommand())

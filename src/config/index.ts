@@ -76,7 +76,44 @@ export interface DocketConfig {
   audit: AuditConfig;
   /** Outgoing HTTP (the `http` job type, webhook sinks): which targets may be reached. */
   webhooks: WebhookConfig;
+  /** The built-in `email` job type (SPEC O-9). */
+  email: EmailConfig;
 }
+
+/** Settings every email transport shares. */
+interface EmailCommon {
+  /** Sender when a message names none, e.g. `Shop <noreply@shop.example>`. Default none. */
+  from: string | null;
+  /** Domain of the deterministic `Message-ID`s. Default the `from` address's domain, else `docket.invalid`. */
+  messageIdDomain: string;
+  /** Longest one send may take before its effect counts as lost, ms. Default 120,000. */
+  leaseMs: number;
+}
+
+/** Where the `email` job type sends (SPEC O-9): SMTP in production, `.eml` files by default. */
+export type EmailConfig =
+  | (EmailCommon & {
+      /** One `.eml` file per message, named by its Message-ID (the embedded default). */
+      transport: 'file';
+      /** Folder of the files. Default `<dataDir>/mail`. */
+      dir: string;
+    })
+  | (EmailCommon & {
+      /** An SMTP server (nodemailer's SMTP transport). */
+      transport: 'smtp';
+      /** `smtp://user:pass@host:port` or `smtps://…`; alternative to host/port. Default none. */
+      url: string | null;
+      /** Server host. Default `127.0.0.1` when no url is given. */
+      host: string;
+      /** Server port. Default 587 (465 with `secure`). */
+      port: number;
+      /** TLS from the first byte (port 465); otherwise STARTTLS when offered. Default false. */
+      secure: boolean;
+      /** Login. Default none. */
+      auth: { user: string; pass: string } | null;
+      /** Connect, greeting and socket-inactivity timeout, ms. Default 30,000. */
+      timeoutMs: number;
+    });
 
 /** Outgoing HTTP safety (SPEC O-7). */
 export interface WebhookConfig {
@@ -156,6 +193,34 @@ export interface DocketOptions {
   audit?: Partial<AuditConfig>;
   /** Outgoing HTTP safety: `{ allow: ['localhost'] }` lets development reach local servers. */
   webhooks?: Partial<WebhookConfig>;
+  /** Email transport: `{ transport: 'smtp', url }` in production. Default `.eml` files in `<dataDir>/mail`. */
+  email?: EmailOptions;
+}
+
+/** Partial email settings accepted by createDocket (see EmailConfig for the defaults). */
+export interface EmailOptions {
+  /** `file` (default) or `smtp` (the default when `url` or `host` is given). */
+  transport?: 'file' | 'smtp';
+  /** Folder of `.eml` files (file transport). */
+  dir?: string;
+  /** SMTP URL. */
+  url?: string;
+  /** SMTP host. */
+  host?: string;
+  /** SMTP port. */
+  port?: number;
+  /** SMTP over TLS from the first byte. */
+  secure?: boolean;
+  /** SMTP login. */
+  auth?: { user: string; pass: string };
+  /** SMTP timeouts, ms. */
+  timeoutMs?: number;
+  /** Default sender. */
+  from?: string;
+  /** Message-ID domain. */
+  messageIdDomain?: string;
+  /** Lease of one send, ms. */
+  leaseMs?: number;
 }
 
 const DAY = 86_400_000;
@@ -212,9 +277,67 @@ export function resolveConfig(options: DocketOptions = {}): DocketConfig {
       writerThread: options.audit?.writerThread ?? store.dialect === 'postgres',
     },
     webhooks: { allow: [...(options.webhooks?.allow ?? [])] },
+    email: resolveEmail(options.email ?? {}, dataDir),
   };
   validateConfig(config);
   return deepFreeze(config);
+}
+
+const ADDRESS = /^(?:[^<>\r\n]*<)?[^\s<>@]+@([^\s<>@]+?)>?$/;
+
+function resolveEmail(o: EmailOptions, dataDir: string): EmailConfig {
+  const invalid = (name: string, message: string, value: unknown) =>
+    new DocketError('CONFIG_INVALID', message, { name: `email.${name}`, value });
+  const from = o.from ?? null;
+  const domain = from === null ? undefined : ADDRESS.exec(from.trim())?.[1];
+  if (from !== null && !domain) {
+    throw invalid('from', 'email.from must be an address, e.g. Shop <noreply@shop.example>', from);
+  }
+  const messageIdDomain = o.messageIdDomain ?? domain ?? 'docket.invalid';
+  if (!/^[A-Za-z0-9.-]{1,253}$/.test(messageIdDomain)) {
+    throw invalid(
+      'messageIdDomain',
+      'email.messageIdDomain must be a domain name',
+      messageIdDomain,
+    );
+  }
+  const leaseMs = o.leaseMs ?? 120_000;
+  if (!Number.isInteger(leaseMs) || leaseMs < 1000 || leaseMs > 3_600_000) {
+    throw invalid('leaseMs', 'email.leaseMs must be an integer 1000–3600000', leaseMs);
+  }
+  const common = { from, messageIdDomain, leaseMs };
+  const transport = o.transport ?? (o.url || o.host ? 'smtp' : 'file');
+  if (transport === 'file')
+    return { ...common, transport, dir: resolve(o.dir ?? `${dataDir}/mail`) };
+  if (transport !== 'smtp') {
+    throw invalid('transport', 'email.transport must be file or smtp', transport);
+  }
+  if (o.url !== undefined && !/^smtps?:\/\//.test(o.url)) {
+    throw invalid('url', 'email.url must start with smtp:// or smtps://', o.url);
+  }
+  const secure = o.secure ?? false;
+  const port = o.port ?? (secure ? 465 : 587);
+  if (!Number.isInteger(port) || port < 1 || port > 65_535) {
+    throw invalid('port', 'email.port must be 1–65535', port);
+  }
+  const timeoutMs = o.timeoutMs ?? 30_000;
+  if (!Number.isInteger(timeoutMs) || timeoutMs < 100 || timeoutMs > leaseMs) {
+    throw invalid(
+      'timeoutMs',
+      'email.timeoutMs must be an integer from 100 to email.leaseMs',
+      timeoutMs,
+    );
+  }
+  return {
+    ...common,
+    transport,
+    url: o.url ?? null,
+    host: o.host ?? '127.0.0.1',
+    port,
+    secure,
+    auth: o.auth ? { user: o.auth.user, pass: o.auth.pass } : null,
+    timeoutMs,
+  };
 }
 
 function validateConfig(c: DocketConfig): void {
@@ -371,12 +494,30 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): DocketOpti
             .filter(Boolean),
         }
       : undefined,
+    email: emailFromEnv(env, num),
     audit: {
       retentionDays: num('DOCKET_AUDIT_RETENTION_DAYS'),
       maxBuffer: num('DOCKET_AUDIT_MAX_BUFFER'),
       maxBlockMs: num('DOCKET_AUDIT_MAX_BLOCK_MS'),
     },
   };
+}
+
+/** Email settings from DOCKET_EMAIL_* / DOCKET_SMTP_URL (undefined: all defaults). */
+function emailFromEnv(
+  env: NodeJS.ProcessEnv,
+  num: (name: string) => number | undefined,
+): EmailOptions | undefined {
+  const o: EmailOptions = {
+    transport: (env.DOCKET_EMAIL_TRANSPORT || undefined) as EmailOptions['transport'],
+    url: env.DOCKET_SMTP_URL || undefined,
+    dir: env.DOCKET_MAIL_DIR || undefined,
+    from: env.DOCKET_EMAIL_FROM || undefined,
+    messageIdDomain: env.DOCKET_EMAIL_MESSAGE_ID_DOMAIN || undefined,
+    leaseMs: num('DOCKET_EMAIL_LEASE_MS'),
+    timeoutMs: num('DOCKET_SMTP_TIMEOUT_MS'),
+  };
+  return Object.values(o).some((v) => v !== undefined) ? o : undefined;
 }
 
 /** The default tenant-connection URL: the owner URL with user `docket_app` and no password. */

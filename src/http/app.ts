@@ -8,6 +8,7 @@ import { readTraceparent, requireApiKey, requireOperator } from './auth.js';
 import { errorBodySchema, httpErrorHandler, routeNotFound } from './errors.js';
 import { dlqRoutes } from './routes/dlq.js';
 import { outboxEventSchema, outboxRoutes, webhookDeliverySchema } from './routes/outbox.js';
+import { effectRoutes, effectSchema } from './routes/effects.js';
 import { healthRoutes } from './routes/health.js';
 import { jobRoutes } from './routes/jobs.js';
 import { queueRoutes } from './routes/queue.js';
@@ -95,6 +96,7 @@ export function buildHttpApp<M extends JobMap>(options: HttpAppOptions<M>): Fast
   app.addSchema(auditEventSchema);
   app.addSchema(outboxEventSchema);
   app.addSchema(webhookDeliverySchema);
+  app.addSchema(effectSchema);
 
   void app.register(swagger, {
     openapi: {
@@ -135,6 +137,7 @@ export function buildHttpApp<M extends JobMap>(options: HttpAppOptions<M>): Fast
         );
         void tenantScope.register(dlqRoutes(docket));
         void tenantScope.register(outboxRoutes(docket));
+        void tenantScope.register(effectRoutes(docket));
         void tenantScope.register(queueRoutes(docket));
         void tenantScope.register(auditRoutes(docket, clientIp));
       });

@@ -12,12 +12,13 @@ const SELF_AUDITED = new Set(['POST /v1/audit/events', 'PUT /v1/audit/config']);
 const RESOURCE_OF_SEGMENT: Record<string, string> = {
   jobs: 'job',
   dlq: 'job',
+  effects: 'effect',
   queue: 'queue',
   tenants: 'tenant',
   audit: 'audit_event',
   outbox: 'outbox_event',
 };
-const ID_PARAMS = ['id', 'jobId', 'keyId', 'tenantId'];
+const ID_PARAMS = ['id', 'jobId', 'keyId', 'tenantId', 'key'];
 
 declare module 'fastify' {
   interface FastifyRequest {

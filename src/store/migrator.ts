@@ -18,6 +18,7 @@ export const DOCKET_TABLES = [
   'outbox_events',
   'outbox_consumed',
   'webhook_deliveries',
+  'effects',
 ] as const;
 
 /** Runs Docket's migrations for one dialect through Kysely's Migrator (which locks). */

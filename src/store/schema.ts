@@ -150,6 +150,7 @@ export interface DocketDatabase {
   outbox_events: OutboxEventsTable;
   outbox_consumed: OutboxConsumedTable;
   webhook_deliveries: WebhookDeliveriesTable;
+  effects: EffectsTable;
 }
 
 /** An outbox event (SPEC O-1); JSON columns as text. */
@@ -207,4 +208,30 @@ export interface WebhookDeliveriesTable {
   /** The delivery this one re-ran. */
   repeats_delivery_id: string | null;
   created_at: number;
+}
+
+/** One external side effect in the ledger (SPEC O-8); JSON columns as text. */
+export interface EffectsTable {
+  id: string;
+  tenant_id: string;
+  key: string;
+  type: string;
+  payload_hash: string;
+  state: string;
+  /** 1 when the effect type declared its provider idempotent. */
+  idempotent_provider: number;
+  attempts: number;
+  /** The latest provider call's token; only its answer is recorded. */
+  attempt_token: string | null;
+  lease_until: number | null;
+  provider_message_id: string | null;
+  result: string | null;
+  /** JSON `{ message, name, retryable, at, details }` of the last failure. */
+  last_error: string | null;
+  resolved_by: string | null;
+  resolution_note: string | null;
+  trace_id: string;
+  created_at: number;
+  updated_at: number;
+  sent_at: number | null;
 }

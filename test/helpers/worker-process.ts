@@ -2,7 +2,9 @@
 //   DOCKET_STORE / DOCKET_SQLITE_PATH / DOCKET_DATABASE_URL  the store
 //   TEST_OUT          file to append "<jobId>\n" to for every `record` job run
 //   TEST_STARTED      file to append "<jobId>\n" to when a `hang` job starts
-//   TEST_FAILPOINT    dead-letter failpoint at which the process SIGKILLs itself
+//   TEST_FAILPOINT    failpoint at which the process SIGKILLs itself (test fault injection:
+//                     a dead-letter step, or effect.providerAnswered / effect.recorded)
+//   DOCKET_SMTP_URL / DOCKET_EMAIL_*  email settings of the built-in `email` job type
 //   TEST_CONCURRENCY  worker concurrency (default 10)
 //   TEST_LEASE_MS     lease length (default 30000)
 //   TEST_ENQUEUE_KEY  instead of working: enqueue 20 jobs with this idempotency key and exit
