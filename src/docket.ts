@@ -450,6 +450,7 @@ export function createDocket<
       for (const m of maintenance) await m.stop();
       await Promise.all([...workers].map((w) => w.stop()));
       await Promise.all([...relays].map((r) => r.stop()));
+      await outboxService?.close();
       await auditService?.writer.stop();
       if (opened) {
         const { store, backend } = await opened;

@@ -62,4 +62,7 @@ export type {
 export type { OutboxOptions, OutboxSinkConfig } from './outbox/service.js';
 export type { OutboxRelay, RelayOptions } from './outbox/relay.js';
 export type { OutboxJobPayload, WebhookSinkOptions } from './outbox/sinks.js';
+export type { NatsSinkOptions } from './outbox/sink-nats.js';
+export type { RabbitMqSinkOptions } from './outbox/sink-rabbitmq.js';
+export { BROKER_HEADERS, type BrokerEnvelope } from './outbox/broker-message.js';
 export type { WebhookDeliveryRecord, DeliveryClass } from './outbox/webhook-request.js';
