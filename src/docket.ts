@@ -381,6 +381,8 @@ export function createDocket<
       payloadLimitBytes: config.payloadLimitBytes,
       enqueue: async (type, payload, o) =>
         (await docket.enqueue(type as keyof M & string, payload as M[keyof M & string], o)).job,
+      enqueueMany: async (tenant, items) =>
+        (await (await jobs()).enqueueMany(items, { tenant })).map((r) => r.job),
       tenantOfTx: (tx) => txTenants.get(tx),
       withTransaction: (tenant, fn) => docket.withTransaction(tenant, fn),
     });

@@ -57,6 +57,7 @@ export type {
   OutboxRoute,
   OutboxSink,
   OutboxStatus,
+  SinkOutcome,
   SinkReceipt,
 } from './outbox/types.js';
 export type { OutboxOptions, OutboxSinkConfig } from './outbox/service.js';

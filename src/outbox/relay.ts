@@ -17,6 +17,7 @@ import {
   type OutboxEvent,
   type OutboxRoute,
   type OutboxSink,
+  type SinkOutcome,
 } from './types.js';
 
 /** Options of a relay. */
@@ -89,63 +90,155 @@ export function createRelay(deps: RelayDeps, o: RelayOptions = {}): OutboxRelay 
     ...new Set(deps.routes.filter((r) => topicMatches(r.topic, topic)).map((r) => r.sink)),
   ];
 
-  async function publishOne(event: OutboxEvent): Promise<void> {
-    const now = () => deps.now();
-    const done = [...event.sinksDone];
-    if (event.attempts > event.maxAttempts) {
-      // Claimed again after leases expired more times than it has attempts (its relays died).
-      await deps.outbox.markFailed({
-        owner: id,
-        event,
-        sinksDone: done,
-        error: event.lastError ?? `lease expired ${event.attempts - 1} times`,
-        dead: true,
-        availableAt: now(),
-        now: now(),
+  /** One claimed event on its way through its sinks. */
+  interface InFlight {
+    event: OutboxEvent;
+    /** Sinks that accepted it (before and during this attempt). */
+    done: string[];
+    /** Sinks still to go, in route order. */
+    todo: string[];
+    error?: string;
+    permanent?: boolean;
+  }
+
+  /** Hands a group of events to one sink: its batch path if it has one, else one call each. */
+  async function publishTo(name: string, group: InFlight[]): Promise<void> {
+    const sink = deps.sinks[name];
+    const accepted = (f: InFlight) => {
+      f.done.push(name);
+      f.todo.shift();
+    };
+    const refused = (f: InFlight, err: unknown) => {
+      f.error = `${name}: ${(err as Error)?.message ?? String(err)}`;
+      f.permanent = err instanceof PermanentSinkError;
+    };
+    if (!sink) {
+      for (const f of group) {
+        f.error = `route names sink "${name}", which is not configured`;
+        f.permanent = true;
+      }
+      return;
+    }
+    if (sink.publishMany && group.length > 1) {
+      let outcomes: SinkOutcome[];
+      try {
+        outcomes = await sink.publishMany(
+          group.map((f) => f.event),
+          inFlight.signal,
+        );
+      } catch (err) {
+        outcomes = group.map(() => ({ ok: false, error: err }));
+      }
+      group.forEach((f, i) => {
+        const o = outcomes[i];
+        if (o?.ok) accepted(f);
+        else refused(f, o ? o.error : new Error('the sink returned no outcome for this event'));
       });
       return;
     }
-    let error: string | undefined;
-    let permanent = false;
-    for (const name of sinksFor(event.topic)) {
-      if (done.includes(name)) continue;
-      const sink = deps.sinks[name];
-      if (!sink) {
-        error = `route names sink "${name}", which is not configured`;
-        permanent = true;
-        break;
-      }
-      try {
-        await sink.publish(event, inFlight.signal);
-        done.push(name);
-      } catch (err) {
-        error = `${name}: ${(err as Error).message ?? String(err)}`;
-        permanent = err instanceof PermanentSinkError;
-        break;
-      }
+    await Promise.all(
+      group.map(async (f) => {
+        try {
+          await sink.publish(f.event, inFlight.signal);
+          accepted(f);
+        } catch (err) {
+          refused(f, err);
+        }
+      }),
+    );
+  }
+
+  /**
+   * Publishes a claimed batch: each event goes to its routes' sinks in order, stopping at the
+   * first that refuses it; the sinks of one step take their events together (a sink with a
+   * batch path gets them in one call). Then the published events are marked with one guarded
+   * statement and each failure is recorded.
+   */
+  async function publishBatch(events: readonly OutboxEvent[]): Promise<void> {
+    const flights: InFlight[] = [];
+    const exhausted: OutboxEvent[] = [];
+    for (const event of events) {
+      // Claimed again after leases expired more times than it has attempts (its relays died).
+      if (event.attempts > event.maxAttempts) exhausted.push(event);
+      else
+        flights.push({
+          event,
+          done: [...event.sinksDone],
+          todo: sinksFor(event.topic).filter((n) => !event.sinksDone.includes(n)),
+        });
     }
-    if (error === undefined) {
-      const ok = await deps.outbox.markPublished({ owner: id, event, sinksDone: done, now: now() });
-      if (!ok)
-        deps.logger.warn(
-          { eventId: event.id },
-          'outbox lease lost before the event was marked published',
-        );
-      return;
+    for (;;) {
+      const step = new Map<string, InFlight[]>();
+      for (const f of flights) {
+        const next = f.error === undefined ? f.todo[0] : undefined;
+        if (next === undefined) continue;
+        const group = step.get(next);
+        if (group) group.push(f);
+        else step.set(next, [f]);
+      }
+      if (step.size === 0) break;
+      await Promise.all([...step].map(([name, group]) => publishTo(name, group)));
     }
-    const dead = permanent || event.attempts >= event.maxAttempts;
-    const t = now();
+    const published = flights.filter((f) => f.error === undefined);
+    const marking = deps.outbox
+      .markPublishedMany({
+        owner: id,
+        items: published.map((f) => ({ event: f.event, sinksDone: f.done })),
+        now: deps.now(),
+      })
+      .then((marked) => {
+        for (const f of published) {
+          if (!marked.has(f.event.id))
+            deps.logger.warn(
+              { eventId: f.event.id },
+              'outbox lease lost before the event was marked published',
+            );
+        }
+      });
+    const failures = [
+      ...exhausted.map((event) =>
+        recordFailure(event, [...event.sinksDone], {
+          error: event.lastError ?? `lease expired ${event.attempts - 1} times`,
+          dead: true,
+        }),
+      ),
+      ...flights
+        .filter((f) => f.error !== undefined)
+        .map((f) =>
+          recordFailure(f.event, f.done, {
+            error: f.error as string,
+            dead: Boolean(f.permanent) || f.event.attempts >= f.event.maxAttempts,
+          }),
+        ),
+    ];
+    const results = await Promise.allSettled([marking, ...failures]);
+    for (const r of results) {
+      if (r.status === 'rejected')
+        deps.logger.error({ err: r.reason }, 'recording an outbox outcome failed');
+    }
+  }
+
+  /** `publishing → failed` with a backoff, or `→ dead`, under this relay's lease. */
+  async function recordFailure(
+    event: OutboxEvent,
+    sinksDone: string[],
+    o: { error: string; dead: boolean },
+  ): Promise<void> {
+    const t = deps.now();
     const ok = await deps.outbox.markFailed({
       owner: id,
       event,
-      sinksDone: done,
-      error,
-      dead,
-      availableAt: dead ? t : t + backoffDelay(retry, event.attempts),
+      sinksDone,
+      error: o.error,
+      dead: o.dead,
+      availableAt: o.dead ? t : t + backoffDelay(retry, event.attempts),
       now: t,
     });
-    if (ok && dead) {
-      deps.logger.warn({ eventId: event.id, topic: event.topic, error }, 'outbox event is dead');
+    if (ok && o.dead) {
+      deps.logger.warn(
+        { eventId: event.id, topic: event.topic, error: o.error },
+        'outbox event is dead',
+      );
     }
     if (!ok)
       deps.logger.warn({ eventId: event.id }, 'outbox lease lost before the failure was recorded');
@@ -172,13 +265,7 @@ export function createRelay(deps: RelayDeps, o: RelayOptions = {}): OutboxRelay 
     );
     try {
       // Events of one key never share a batch when ordered (only the earliest is claimable).
-      await Promise.all(
-        events.map((e) =>
-          publishOne(e).catch((err: unknown) =>
-            deps.logger.error({ err, eventId: e.id }, 'recording an outbox outcome failed'),
-          ),
-        ),
-      );
+      await publishBatch(events);
     } finally {
       clearInterval(beat);
     }

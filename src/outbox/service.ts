@@ -10,7 +10,13 @@ import { decodeCursor, encodeCursor } from '../jobs/backends/rows.js';
 import type { Store } from '../store/index.js';
 import type { DocketDatabase } from '../store/schema.js';
 import { createRelay, type OutboxRelay, type RelayOptions } from './relay.js';
-import { jobsSink, webhookSink, type EnqueueForSink, type OutboxJobPayload } from './sinks.js';
+import {
+  jobsSink,
+  webhookSink,
+  type EnqueueForSink,
+  type EnqueueManyForSink,
+  type OutboxJobPayload,
+} from './sinks.js';
 import { natsSink, validateNatsSinkOptions, type NatsSinkOptions } from './sink-nats.js';
 import {
   rabbitMqSink,
@@ -71,6 +77,8 @@ export interface OutboxServiceDeps {
   webhooks: UrlSafetyOptions;
   payloadLimitBytes: number;
   enqueue: EnqueueForSink;
+  /** Batch enqueue for one tenant (the jobs sink's batch path). */
+  enqueueMany: EnqueueManyForSink;
   tenantOfTx: (tx: object) => string | undefined;
   withTransaction: <T>(
     tenant: string,
@@ -353,7 +361,8 @@ export class OutboxService {
     const out: Record<string, OutboxSink> = {};
     for (const [name, c] of Object.entries(this.deps.options.sinks ?? {})) {
       if ('publish' in c) out[name] = c;
-      else if (c.kind === 'jobs') out[name] = jobsSink(c.type, this.deps.enqueue);
+      else if (c.kind === 'jobs')
+        out[name] = jobsSink(c.type, this.deps.enqueue, this.deps.enqueueMany);
       else if (c.kind === 'nats') out[name] = this.built(natsSink(c));
       else if (c.kind === 'rabbitmq') out[name] = this.built(rabbitMqSink(c));
       else out[name] = webhookSink({ ...c, allow: this.deps.webhooks.allow });

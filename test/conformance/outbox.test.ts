@@ -299,7 +299,7 @@ describe.each(BACKENDS)('outbox on %s', (backend) => {
     const claimed = await rows.claim({
       owner: 'dead-relay',
       now: Date.now(),
-      leaseMs: 100,
+      leaseMs: 1000, // long enough that the next claim still sees it held on a loaded host
       limit: 10,
       patterns: ['l'],
       ordered: true,
@@ -307,7 +307,7 @@ describe.each(BACKENDS)('outbox on %s', (backend) => {
     expect(claimed.map((c) => c.id)).toEqual([e.id]);
     const relay = await d.outbox.createRelay();
     expect(await relay.runOnce()).toBe(0); // still leased
-    await new Promise((r) => setTimeout(r, 150));
+    await new Promise((r) => setTimeout(r, 1100));
     expect(await relay.runOnce()).toBe(1);
     expect(published.map((p) => p.id)).toEqual([e.id]);
     expect(await d.outbox.get(e.id, { tenant })).toMatchObject({
