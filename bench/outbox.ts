@@ -156,19 +156,26 @@ export async function measureOutbox(o: {
   relayCounts: number[];
   latencyEvents: number;
   latencyGapMs: number;
+  /** Stores to measure. Default both. */
+  stores?: ReadonlyArray<'sqlite' | 'postgres'>;
+  /** Sinks to measure. Default both (NATS if reachable). */
+  sinks?: readonly OutboxBenchSink[];
 }): Promise<OutboxBenchResults> {
   const out: OutboxBenchResults = { events: o.events, drains: [], latency: [], notes: [] };
-  const sinks: OutboxBenchSink[] = ['jobs'];
-  try {
-    const probe = await natsStream(`bench_probe_${randomBytes(4).toString('hex')}`);
-    await probe.drop();
-    sinks.push('nats');
-  } catch (err) {
-    const why = `NATS sink rows skipped: ${BENCH_NATS_URL} unreachable (${(err as Error).message})`;
-    progress(why);
-    out.notes.push(why);
+  const wanted = o.sinks ?? ['jobs', 'nats'];
+  const sinks: OutboxBenchSink[] = wanted.filter((s) => s === 'jobs');
+  if (wanted.includes('nats')) {
+    try {
+      const probe = await natsStream(`bench_probe_${randomBytes(4).toString('hex')}`);
+      await probe.drop();
+      sinks.push('nats');
+    } catch (err) {
+      const why = `NATS sink rows skipped: ${BENCH_NATS_URL} unreachable (${(err as Error).message})`;
+      progress(why);
+      out.notes.push(why);
+    }
   }
-  for (const store of ['sqlite', 'postgres'] as const) {
+  for (const store of o.stores ?? (['sqlite', 'postgres'] as const)) {
     for (const sink of sinks) {
       const prefix = `bench_outbox_${randomBytes(4).toString('hex')}`;
       const stream = sink === 'nats' ? await natsStream(prefix) : undefined;

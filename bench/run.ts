@@ -6,7 +6,8 @@
 // BENCH_PG_URL (default postgres://postgres@127.0.0.1:5432/postgres), BENCH_ONLY (comma list of
 // system keys: sqlite,docket,graphile,pgboss,redis (Docket + Redis and BullMQ),audit,outbox),
 // BENCH_AUDIT_EVENTS (default 1,000,000), BENCH_OUTBOX_EVENTS (default 20,000), BENCH_NATS_URL
-// (default nats://127.0.0.1:4222), BENCH_JSON (also write the raw results there;
+// (default nats://127.0.0.1:4222), BENCH_OUTBOX_STORES / BENCH_OUTBOX_SINKS (comma lists, default
+// sqlite,postgres and jobs,nats), BENCH_JSON (also write the raw results there;
 // `tsx bench/run.ts --render FILE [--write]` re-renders them), BENCH_AUTOEXPLAIN_MS.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -220,6 +221,8 @@ async function main(): Promise<void> {
         relayCounts: [1, 2],
         latencyEvents: quick ? 100 : 1000,
         latencyGapMs: 5,
+        stores: process.env.BENCH_OUTBOX_STORES?.split(',') as Array<'sqlite' | 'postgres'>,
+        sinks: process.env.BENCH_OUTBOX_SINKS?.split(',') as Array<'jobs' | 'nats'>,
       });
     }
     const machine = await machineFacts(loadAtStart);

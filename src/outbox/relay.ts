@@ -10,6 +10,7 @@ import pg from 'pg';
 import type { RetryPolicy } from '../config/index.js';
 import type { Logger } from '../core/logger.js';
 import type { Store } from '../store/index.js';
+import { DocketError } from '../core/errors.js';
 import { backoffDelay } from '../jobs/retry-policy.js';
 import { topicMatches, type OutboxStore } from './store.js';
 import {
@@ -28,6 +29,8 @@ export interface RelayOptions {
   leaseMs?: number;
   /** Fallback poll when no wake-up arrives, ms. Default 1,000. */
   pollIntervalMs?: number;
+  /** Batches in flight at once: the next is claimed while one is out at the sinks. Default 2. */
+  concurrency?: number;
   /** Per-key ordering (O-3): a key's events go out one at a time in order. Default true. */
   ordered?: boolean;
   /** Backoff between attempts of one event. Default base 1 s, cap 10 min. */
@@ -67,6 +70,13 @@ export function createRelay(deps: RelayDeps, o: RelayOptions = {}): OutboxRelay 
   const leaseMs = o.leaseMs ?? 30_000;
   const pollMs = o.pollIntervalMs ?? 1000;
   const ordered = o.ordered ?? true;
+  const concurrency = o.concurrency ?? 2;
+  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 16) {
+    throw new DocketError('CONFIG_INVALID', 'relay concurrency must be an integer 1–16', {
+      name: 'concurrency',
+      value: concurrency,
+    });
+  }
   const retry: RetryPolicy = {
     baseMs: o.retry?.baseMs ?? 1000,
     capMs: o.retry?.capMs ?? 600_000,
@@ -75,20 +85,32 @@ export function createRelay(deps: RelayDeps, o: RelayOptions = {}): OutboxRelay 
   const patterns = [...new Set(deps.routes.map((r) => r.topic))];
   let running = false;
   let loopDone: Promise<void> | undefined;
-  let wake: (() => void) | undefined;
+  /** Lanes waiting for work, each woken by a wake-up or its poll timer. */
+  const waiting = new Set<() => void>();
   let woken = false;
   let listener: pg.Client | undefined;
   let listenRetry: NodeJS.Timeout | undefined;
   const inFlight = new AbortController();
 
   const signal = () => {
-    if (wake) wake();
-    else woken = true;
+    if (waiting.size === 0) woken = true;
+    for (const w of [...waiting]) w();
   };
 
-  const sinksFor = (topic: string): string[] => [
-    ...new Set(deps.routes.filter((r) => topicMatches(r.topic, topic)).map((r) => r.sink)),
-  ];
+  // Topics repeat across events: each topic's sinks are worked out once (matching compiles a
+  // pattern, which a drain's profile showed at ~9 µs per event).
+  const sinksOfTopic = new Map<string, readonly string[]>();
+  const sinksFor = (topic: string): readonly string[] => {
+    let sinks = sinksOfTopic.get(topic);
+    if (!sinks) {
+      sinks = [
+        ...new Set(deps.routes.filter((r) => topicMatches(r.topic, topic)).map((r) => r.sink)),
+      ];
+      if (sinksOfTopic.size >= 10_000) sinksOfTopic.clear();
+      sinksOfTopic.set(topic, sinks);
+    }
+    return sinks;
+  };
 
   /** One claimed event on its way through its sinks. */
   interface InFlight {
@@ -272,7 +294,13 @@ export function createRelay(deps: RelayDeps, o: RelayOptions = {}): OutboxRelay 
     return events.length;
   }
 
-  async function loop(): Promise<void> {
+  /**
+   * One lane: claims and publishes batches back to back while they come full, else waits for a
+   * wake-up or the poll interval. `concurrency` lanes run at once, so the next batch is claimed
+   * while one is out at the sinks (a key's order holds: the claim itself refuses an event
+   * whose earlier event is unfinished, whichever lane holds that one).
+   */
+  async function lane(): Promise<void> {
     while (running) {
       let n = 0;
       try {
@@ -290,14 +318,14 @@ export function createRelay(deps: RelayDeps, o: RelayOptions = {}): OutboxRelay 
         continue;
       }
       await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, pollMs);
-        wake = () => {
+        const done = () => {
           clearTimeout(t);
-          wake = undefined;
+          waiting.delete(done);
           resolve();
         };
+        const t = setTimeout(done, pollMs);
+        waiting.add(done);
       });
-      wake = undefined;
     }
   }
 
@@ -336,7 +364,7 @@ export function createRelay(deps: RelayDeps, o: RelayOptions = {}): OutboxRelay 
       running = true;
       deps.wakeups.on('added', signal);
       await listen();
-      loopDone = loop();
+      loopDone = Promise.all(Array.from({ length: concurrency }, lane)).then(() => undefined);
     },
     runOnce,
     async stop() {
@@ -344,7 +372,7 @@ export function createRelay(deps: RelayDeps, o: RelayOptions = {}): OutboxRelay 
       running = false;
       deps.wakeups.off('added', signal);
       clearTimeout(listenRetry);
-      wake?.();
+      for (const w of [...waiting]) w();
       await loopDone;
       const l = listener;
       listener = undefined;

@@ -158,7 +158,7 @@ export class OutboxService {
   private readonly owned: OutboxSink[] = [];
 
   constructor(private readonly deps: OutboxServiceDeps) {
-    this.rows = new OutboxStore(deps.store);
+    this.rows = new OutboxStore(deps.store, deps.logger);
     this.wakeups.setMaxListeners(0);
   }
 
@@ -377,6 +377,7 @@ export class OutboxService {
 
   /** Closes the connections of the sinks built from configuration (sink objects passed in are the caller's). */
   async close(): Promise<void> {
+    await this.rows.close();
     const owned = this.owned.splice(0);
     await Promise.all(
       owned.map((s) =>

@@ -132,6 +132,10 @@ export function natsSink(o: NatsSinkOptions): OutboxSink {
         token: o.token,
         // Keep reconnecting while the sink lives; publishes meanwhile time out and are retried.
         maxReconnectAttempts: -1,
+        // The client otherwise builds two Error objects (stack traces) per request to enrich a
+        // possible failure: ~23 µs of CPU per event in a relay drain's profile. The sink's own
+        // errors say what failed.
+        noAsyncTraces: true,
       });
       // A connection that closed for good is replaced by the next publish.
       void nc.closed().then(() => {

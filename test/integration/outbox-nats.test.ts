@@ -105,6 +105,7 @@ describe.each(BACKENDS)('NATS JetStream sink on %s', (backend) => {
       patterns: ['order.*'],
       ordered: true,
     });
+    await rows.close();
     expect(claimed?.id).toBe(e.id);
     const direct = natsSink(sink);
     try {
