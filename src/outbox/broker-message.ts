@@ -22,6 +22,8 @@ export const BROKER_HEADERS = {
   traceId: 'Docket-Trace-Id',
 } as const;
 
+const OWN = new Set(Object.values(BROKER_HEADERS).map((h) => h.toLowerCase()));
+
 /** The JSON body of an event. */
 export function brokerBody(event: OutboxEvent): Buffer {
   const envelope: BrokerEnvelope = {
@@ -37,10 +39,9 @@ export function brokerBody(event: OutboxEvent): Buffer {
 
 /** The event's headers plus Docket's own (event id, topic, key, tenant, trace id). */
 export function brokerHeaders(event: OutboxEvent): Record<string, string> {
-  const own = new Set(Object.values(BROKER_HEADERS).map((h) => h.toLowerCase()));
   const out: Record<string, string> = {};
   // An event header spelled like one of Docket's (in any case) gives way to Docket's.
-  for (const [k, v] of Object.entries(event.headers)) if (!own.has(k.toLowerCase())) out[k] = v;
+  for (const [k, v] of Object.entries(event.headers)) if (!OWN.has(k.toLowerCase())) out[k] = v;
   out[BROKER_HEADERS.eventId] = event.id;
   out[BROKER_HEADERS.topic] = event.topic;
   if (event.key !== null) out[BROKER_HEADERS.key] = event.key;
