@@ -7,6 +7,7 @@
 import type { MsgHdrs, NatsConnection } from '@nats-io/transport-node';
 import type { JetStreamClient } from '@nats-io/jetstream';
 import { DocketError } from '../core/errors.js';
+import { BrokerConnection } from './broker-connection.js';
 import {
   brokerBody,
   brokerHeaders,
@@ -112,43 +113,29 @@ export function natsSink(o: NatsSinkOptions): OutboxSink {
   const timeoutMs = o.timeoutMs ?? 10_000;
   const servers = typeof o.servers === 'string' ? [o.servers] : [...o.servers];
   const where = servers.join(',');
-  let connecting: Promise<Connected> | undefined;
-  let closed = false;
-
-  const connection = (): Promise<Connected> => {
-    if (closed) return Promise.reject(new Error('the NATS sink is closed'));
-    if (connecting) return connecting;
-    const attempt = (async () => {
-      const [{ connect, headers }, { jetstream }] = await Promise.all([
-        import('@nats-io/transport-node'),
-        import('@nats-io/jetstream'),
-      ]);
-      const nc = await connect({
-        servers,
-        name: o.name ?? 'docket-outbox',
-        timeout: o.connectTimeoutMs ?? 5000,
-        user: o.user,
-        pass: o.pass,
-        token: o.token,
-        // Keep reconnecting while the sink lives; publishes meanwhile time out and are retried.
-        maxReconnectAttempts: -1,
-        // The client otherwise builds two Error objects (stack traces) per request to enrich a
-        // possible failure: ~23 µs of CPU per event in a relay drain's profile. The sink's own
-        // errors say what failed.
-        noAsyncTraces: true,
-      });
-      // A connection that closed for good is replaced by the next publish.
-      void nc.closed().then(() => {
-        if (connecting === attempt) connecting = undefined;
-      });
-      return { nc, js: jetstream(nc, { timeout: timeoutMs }), headers };
-    })();
-    connecting = attempt;
-    attempt.catch(() => {
-      if (connecting === attempt) connecting = undefined;
+  const connection = new BrokerConnection<Connected>(async (lost) => {
+    const [{ connect, headers }, { jetstream }] = await Promise.all([
+      import('@nats-io/transport-node'),
+      import('@nats-io/jetstream'),
+    ]);
+    const nc = await connect({
+      servers,
+      name: o.name ?? 'docket-outbox',
+      timeout: o.connectTimeoutMs ?? 5000,
+      user: o.user,
+      pass: o.pass,
+      token: o.token,
+      // Keep reconnecting while the sink lives; publishes meanwhile time out and are retried.
+      maxReconnectAttempts: -1,
+      // The client otherwise builds two Error objects (stack traces) per request to enrich a
+      // possible failure: ~23 µs of CPU per event in a relay drain's profile. The sink's own
+      // errors say what failed.
+      noAsyncTraces: true,
     });
-    return attempt;
-  };
+    // A connection that closed for good is replaced by the next publish.
+    void nc.closed().then(lost);
+    return { nc, js: jetstream(nc, { timeout: timeoutMs }), headers };
+  }, 'NATS');
 
   return {
     async publish(event: OutboxEvent, signal: AbortSignal): Promise<SinkReceipt> {
@@ -159,7 +146,7 @@ export function natsSink(o: NatsSinkOptions): OutboxSink {
       }
       let c: Connected;
       try {
-        c = await connection();
+        c = await connection.get();
       } catch (err) {
         throw new Error(`NATS unreachable at ${where}: ${describe(err)}`, { cause: err });
       }
@@ -184,17 +171,16 @@ export function natsSink(o: NatsSinkOptions): OutboxSink {
       }
     },
     async close() {
-      closed = true;
-      const c = connecting;
-      connecting = undefined;
-      if (!c) return;
-      const conn = await c.catch(() => undefined);
-      if (!conn || conn.nc.isClosed()) return;
-      // Drain flushes what is in flight; a connection that is down would wait for its server,
-      // so a deadline closes it outright instead.
-      const deadline = new Promise<'late'>((resolve) => setTimeout(resolve, 2000, 'late').unref());
-      const drained = await Promise.race([conn.nc.drain().catch(() => 'late' as const), deadline]);
-      if (drained === 'late') await conn.nc.close().catch(() => undefined);
+      await connection.close(async ({ nc }) => {
+        if (nc.isClosed()) return;
+        // Drain flushes what is in flight; a connection that is down would wait for its
+        // server, so a deadline closes it outright instead.
+        const deadline = new Promise<'late'>((resolve) =>
+          setTimeout(resolve, 2000, 'late').unref(),
+        );
+        const drained = await Promise.race([nc.drain().catch(() => 'late' as const), deadline]);
+        if (drained === 'late') await nc.close().catch(() => undefined);
+      });
     },
   };
 }

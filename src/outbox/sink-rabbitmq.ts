@@ -6,6 +6,7 @@
 // than vanishing. The sink does not declare exchanges or queues: the topology is the operator's.
 import type { ChannelModel, ConfirmChannel, Message } from 'amqplib';
 import { DocketError } from '../core/errors.js';
+import { BrokerConnection } from './broker-connection.js';
 import {
   brokerBody,
   brokerHeaders,
@@ -89,51 +90,39 @@ export function rabbitMqSink(o: RabbitMqSinkOptions): OutboxSink {
   const timeoutMs = o.timeoutMs ?? 10_000;
   const mandatory = o.mandatory ?? true;
   const where = redact(o.url);
-  let opening: Promise<Open> | undefined;
-  let closed = false;
-
-  const open = (): Promise<Open> => {
-    if (closed) return Promise.reject(new Error('the RabbitMQ sink is closed'));
-    if (opening) return opening;
-    const attempt = (async (): Promise<Open> => {
-      const amqp = await import('amqplib');
-      const model = await amqp.connect(o.url, {
-        timeout: o.connectTimeoutMs ?? 5000,
-        clientProperties: { connection_name: 'docket-outbox' },
-      });
-      const returned = new Map<string, number>();
-      let lost: string | undefined;
-      const forget = (why: string) => {
-        lost ??= why;
-        if (opening === attempt) opening = undefined;
-      };
-      // 'error' precedes 'close' and carries the reason (e.g. 404 no exchange): keep it for the
-      // confirms the close fails, and never let an 'error' event go unhandled.
-      model.on('error', (err: Error) => forget(`connection error: ${err.message}`));
-      model.on('close', () => forget('connection closed'));
-      try {
-        const channel = await model.createConfirmChannel();
-        channel.on('error', (err: Error) => forget(err.message));
-        channel.on('close', () => {
-          forget('channel closed');
-          model.close().catch(() => undefined);
-        });
-        channel.on('return', (m: Message) => {
-          const id = String(m.properties.messageId);
-          returned.set(id, (returned.get(id) ?? 0) + 1);
-        });
-        return { model, channel, returned, lost: () => lost };
-      } catch (err) {
-        await model.close().catch(() => undefined);
-        throw err;
-      }
-    })();
-    opening = attempt;
-    attempt.catch(() => {
-      if (opening === attempt) opening = undefined;
+  const connection = new BrokerConnection<Open>(async (forget) => {
+    const amqp = await import('amqplib');
+    const model = await amqp.connect(o.url, {
+      timeout: o.connectTimeoutMs ?? 5000,
+      clientProperties: { connection_name: 'docket-outbox' },
     });
-    return attempt;
-  };
+    const returned = new Map<string, number>();
+    let lost: string | undefined;
+    const gone = (why: string) => {
+      lost ??= why;
+      forget();
+    };
+    // 'error' precedes 'close' and carries the reason (e.g. 404 no exchange): keep it for the
+    // confirms the close fails, and never let an 'error' event go unhandled.
+    model.on('error', (err: Error) => gone(`connection error: ${err.message}`));
+    model.on('close', () => gone('connection closed'));
+    try {
+      const channel = await model.createConfirmChannel();
+      channel.on('error', (err: Error) => gone(err.message));
+      channel.on('close', () => {
+        gone('channel closed');
+        model.close().catch(() => undefined);
+      });
+      channel.on('return', (m: Message) => {
+        const id = String(m.properties.messageId);
+        returned.set(id, (returned.get(id) ?? 0) + 1);
+      });
+      return { model, channel, returned, lost: () => lost };
+    } catch (err) {
+      await model.close().catch(() => undefined);
+      throw err;
+    }
+  }, 'RabbitMQ');
 
   return {
     async publish(event: OutboxEvent, signal: AbortSignal): Promise<SinkReceipt> {
@@ -141,7 +130,7 @@ export function rabbitMqSink(o: RabbitMqSinkOptions): OutboxSink {
       const rk = renderTemplate(routingKey, event);
       let c: Open;
       try {
-        c = await open();
+        c = await connection.get();
       } catch (err) {
         throw new Error(`RabbitMQ unreachable at ${where}: ${(err as Error).message}`, {
           cause: err,
@@ -214,22 +203,19 @@ export function rabbitMqSink(o: RabbitMqSinkOptions): OutboxSink {
       return { ref: `${o.exchange}/${rk}` };
     },
     async close() {
-      closed = true;
-      const c = opening;
-      opening = undefined;
-      if (!c) return;
-      const conn = await c.catch(() => undefined);
-      if (!conn || conn.lost()) return;
-      // amqplib's close() waits for the broker's close-ok and never settles if the socket dies
-      // meanwhile: the 'close' event, or at worst a deadline, ends the wait.
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-        const timer = setTimeout(done, Math.min(timeoutMs, 2000));
-        conn.model.once('close', done);
-        conn.model.close().then(done, done);
+      await connection.close(async (conn) => {
+        if (conn.lost()) return;
+        // amqplib's close() waits for the broker's close-ok and never settles if the socket
+        // dies meanwhile: the 'close' event, or at worst a deadline, ends the wait.
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+          const timer = setTimeout(done, Math.min(timeoutMs, 2000));
+          conn.model.once('close', done);
+          conn.model.close().then(done, done);
+        });
       });
     },
   };

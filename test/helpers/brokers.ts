@@ -7,6 +7,9 @@ import { createServer, connect as tcpConnect, type Server, type Socket } from 'n
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager, type JetStreamManager, type StoredMsg } from '@nats-io/jetstream';
 import amqp, { type Channel, type ChannelModel, type GetMessage } from 'amqplib';
+import { expect } from 'vitest';
+import type { OutboxOptions } from '../../src/index.js';
+import { freePort } from './redis-server.js';
 
 /** NATS server URL for tests. */
 export const NATS_URL = process.env.DOCKET_TEST_NATS_URL ?? 'nats://127.0.0.1:4222';
@@ -117,17 +120,26 @@ export async function rabbitAdmin(): Promise<RabbitAdmin> {
   };
 }
 
-/** A port nothing listens on (bound and released at once). */
-export async function closedPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
+/** A port nothing listens on (an unreachable broker). */
+export const closedPort = freePort;
+
+/**
+ * Expects `make` (a suite's Docket factory) to refuse `sink` as the only sink, named `s`, with
+ * CONFIG_INVALID naming `outbox.sinks.s.<field>`.
+ */
+export function expectSinkRefused(
+  make: (o: { outbox: OutboxOptions }) => unknown,
+  sink: Record<string, unknown>,
+  field: string,
+): void {
+  expect(() =>
+    make({ outbox: { routes: [{ topic: 'x', sink: 's' }], sinks: { s: sink as never } } }),
+  ).toThrow(
+    expect.objectContaining({
+      code: 'CONFIG_INVALID',
+      details: expect.objectContaining({ name: `outbox.sinks.s.${field}` }),
+    }) as Error,
+  );
 }
 
 /** A TCP proxy to a real server whose connections a test can cut (a network failure). */
