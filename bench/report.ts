@@ -1,5 +1,6 @@
 // Renders the benchmark results as the Markdown of docs/BENCHMARKS.md.
 import type { AuditBenchResult } from './audit.js';
+import type { OutboxBenchResults } from './outbox.js';
 import type { ThroughputResult } from './measure.js';
 import { fmtInt, fmtMs, fmtRatio, median, percentile, table } from './stats.js';
 
@@ -24,6 +25,8 @@ export interface Results {
   latency: Record<string, number[]>;
   /** Audit ingest and query results by store (SPEC N-3), when measured. */
   audit?: Partial<Record<'sqlite' | 'postgres', AuditBenchResult>>;
+  /** Outbox relay drains and latency (issue 5 item 10), when measured. */
+  outbox?: OutboxBenchResults;
 }
 
 /** Facts about the host. */
@@ -263,7 +266,73 @@ ${latencyTable}
 ${ratios.join('\n')}
 
 ${targets.join('\n')}
-${r.audit ? renderAudit(r.audit) : ''}`;
+${r.audit ? renderAudit(r.audit) : ''}${r.outbox ? renderOutbox(r.outbox) : ''}`;
+}
+
+/** Section (e): outbox relay throughput per store, sink and relay count, and latency. */
+export function renderOutbox(o: OutboxBenchResults): string {
+  const label = { sqlite: 'SQLite', postgres: 'PostgreSQL' } as const;
+  const sinkLabel = { jobs: 'Docket job queue', nats: 'NATS JetStream' } as const;
+  const groups = new Map<string, OutboxBenchResults['drains']>();
+  for (const d of o.drains) {
+    const k = `${d.store}|${d.sink}|${d.relays}`;
+    groups.set(k, [...(groups.get(k) ?? []), d]);
+  }
+  const drains = table(
+    ['Store', 'Sink', 'Relays', 'Median events/s', 'Per run', 'Pre-insert (addMany), events/s'],
+    [...groups.values()].map((runs) => {
+      const first = runs[0] as OutboxBenchResults['drains'][number];
+      return [
+        label[first.store],
+        sinkLabel[first.sink],
+        String(first.relays),
+        fmtInt(median(runs.map((x) => x.rate))),
+        runs.map((x) => fmtInt(x.rate)).join(' / '),
+        fmtInt(median(runs.map((x) => x.addRate))),
+      ];
+    }),
+  );
+  const latency = table(
+    ['Store', 'Sink', 'Samples', 'p50 ms', 'p95 ms', 'p99 ms', 'max ms'],
+    o.latency.map((l) => [
+      label[l.store],
+      sinkLabel[l.sink],
+      String(l.samples.length),
+      fmtMs(percentile(l.samples, 0.5)),
+      fmtMs(percentile(l.samples, 0.95)),
+      fmtMs(percentile(l.samples, 0.99)),
+      fmtMs(Math.max(...l.samples)),
+    ]),
+  );
+  const pg = o.drains.filter((d) => d.store === 'postgres');
+  const targets = (['jobs', 'nats'] as const)
+    .filter((s) => pg.some((d) => d.sink === s && d.relays === 1))
+    .map((s) => {
+      const m = median(pg.filter((d) => d.sink === s && d.relays === 1).map((d) => d.rate));
+      return `- Outbox target (≥ 10,000 events/s on PostgreSQL), one relay → ${sinkLabel[s]}: ${fmtInt(m)} events/s — ${m >= 10_000 ? '**met**' : '**not met**'}.`;
+    });
+  const gap = o.latency[0]?.ratePerSecond;
+  return `
+## (e) Outbox relay: throughput and end-to-end latency
+
+${fmtInt(o.events)} events are added first (untimed: \`outbox.addMany\` in transactions of 1,000
+events, one tenant, no ordering key), then the given number of relays (each its own Docket
+instance with default relay options) start, and the clock runs until the store shows every
+event \`published\`. The job-queue sink enqueues one job per event (no worker runs); the NATS
+sink publishes to a JetStream stream of the run's own on the local server and waits for each
+PubAck. Median of the runs.
+
+${drains}
+
+Latency: one event per transaction, added every ${gap ? Math.round(1000 / gap) : 'n/a'} ms
+(at most ~${gap ?? 'n/a'} events/s) with one relay already running in the adding instance;
+each sample is the event's \`published_at − created_at\` as the store recorded them
+(millisecond timestamps of the same clock: add → every sink accepted and the event marked).
+
+${latency}
+
+${targets.join('\n')}${o.notes.length ? `\n\n${o.notes.map((n) => `- ${n}`).join('\n')}` : ''}
+`;
 }
 
 /** Section (d): the audit log's ingest rate and query latency (SPEC N-3). */

@@ -4,11 +4,15 @@
 //
 // Environment: BENCH_RUNS (default 3), BENCH_QUICK=1 (small sizes, for a smoke run),
 // BENCH_PG_URL (default postgres://postgres@127.0.0.1:5432/postgres), BENCH_ONLY (comma list of
-// system keys: sqlite,docket,graphile,pgboss,redis (Docket + Redis and BullMQ),audit), BENCH_AUDIT_EVENTS (default 1,000,000), BENCH_JSON (also write the raw results there;
+// system keys: sqlite,docket,graphile,pgboss,redis (Docket + Redis and BullMQ),audit,outbox),
+// BENCH_AUDIT_EVENTS (default 1,000,000), BENCH_OUTBOX_EVENTS (default 20,000), BENCH_NATS_URL
+// (default nats://127.0.0.1:4222), BENCH_OUTBOX_STORES / BENCH_OUTBOX_SINKS (comma lists, default
+// sqlite,postgres and jobs,nats), BENCH_JSON (also write the raw results there;
 // `tsx bench/run.ts --render FILE [--write]` re-renders them), BENCH_AUTOEXPLAIN_MS.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { measureAudit } from './audit.js';
+import { measureOutbox } from './outbox.js';
 import { serverVersion } from './db.js';
 import { measureEnqueue, measureLatency, measureThroughput } from './measure.js';
 import { renderReport, type Machine, type Results } from './report.js';
@@ -28,6 +32,7 @@ const quick = process.env.BENCH_QUICK === '1';
 const RUNS = Number(process.env.BENCH_RUNS ?? (quick ? 1 : 3));
 const AUDIT_EVENTS = Number(process.env.BENCH_AUDIT_EVENTS ?? (quick ? 20_000 : 1_000_000));
 const AUDIT_QUERIES = quick ? 70 : 700;
+const OUTBOX_EVENTS = Number(process.env.BENCH_OUTBOX_EVENTS ?? (quick ? 2_000 : 20_000));
 const SIZES = {
   single: quick ? 200 : 2_000,
   batchTotal: quick ? 2_000 : 20_000,
@@ -220,6 +225,17 @@ async function main(): Promise<void> {
         progress(`audit: ${store}, ${AUDIT_EVENTS.toLocaleString('en-US')} events`);
         results.audit[store] = await measureAudit(store, AUDIT_EVENTS, AUDIT_QUERIES);
       }
+    }
+    if (want('outbox')) {
+      results.outbox = await measureOutbox({
+        events: OUTBOX_EVENTS,
+        runs: RUNS,
+        relayCounts: [1, 2],
+        latencyEvents: quick ? 100 : 1000,
+        latencyGapMs: 5,
+        stores: process.env.BENCH_OUTBOX_STORES?.split(',') as Array<'sqlite' | 'postgres'>,
+        sinks: process.env.BENCH_OUTBOX_SINKS?.split(',') as Array<'jobs' | 'nats'>,
+      });
     }
     const machine = await machineFacts(loadAtStart);
     const seconds = (Date.now() - started) / 1000;

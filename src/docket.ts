@@ -464,6 +464,8 @@ export function createDocket<
       payloadLimitBytes: config.payloadLimitBytes,
       enqueue: async (type, payload, o) =>
         (await docket.enqueue(type as keyof M & string, payload as M[keyof M & string], o)).job,
+      enqueueMany: async (tenant, items) =>
+        (await (await jobs()).enqueueMany(items, { tenant })).map((r) => r.job),
       tenantOfTx: (tx) => txTenants.get(tx),
       withTransaction: (tenant, fn) => docket.withTransaction(tenant, fn),
     });
@@ -557,6 +559,7 @@ export function createDocket<
       for (const m of maintenance) await m.stop();
       await Promise.all([...workers].map((w) => w.stop()));
       await Promise.all([...relays].map((r) => r.stop()));
+      await outboxService?.close();
       await auditService?.writer.stop();
       emailTransport?.close();
       if (opened) {

@@ -64,6 +64,7 @@ export type {
   OutboxRoute,
   OutboxSink,
   OutboxStatus,
+  SinkOutcome,
   SinkReceipt,
 } from './outbox/types.js';
 export type {
@@ -75,6 +76,9 @@ export type {
 export type { WebhookDelivery } from './outbox/deliveries.js';
 export type { OutboxRelay, RelayOptions } from './outbox/relay.js';
 export type { OutboxJobPayload, WebhookSinkOptions } from './outbox/sinks.js';
+export type { NatsSinkOptions } from './outbox/sink-nats.js';
+export type { RabbitMqSinkOptions } from './outbox/sink-rabbitmq.js';
+export { BROKER_HEADERS, type BrokerEnvelope } from './outbox/broker-message.js';
 export type { WebhookDeliveryRecord, DeliveryClass } from './outbox/webhook-request.js';
 export { EffectUnknownError, EFFECT_STATES } from './effects/index.js';
 export type {

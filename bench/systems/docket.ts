@@ -33,7 +33,7 @@ export interface DocketSystemOptions {
 
 let docketModule: Promise<typeof DocketModule> | undefined;
 /** The package under test (compiled by default; see the header). */
-function loadDocket(): Promise<typeof DocketModule> {
+export function loadDocket(): Promise<typeof DocketModule> {
   const specifier = process.env.BENCH_DOCKET_MODULE ?? '../../dist/index.js';
   return (docketModule ??= import(specifier) as Promise<typeof DocketModule>);
 }

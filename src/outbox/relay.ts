@@ -10,6 +10,7 @@ import pg from 'pg';
 import type { RetryPolicy } from '../config/index.js';
 import type { Logger } from '../core/logger.js';
 import type { Store } from '../store/index.js';
+import { DocketError } from '../core/errors.js';
 import { backoffDelay } from '../jobs/retry-policy.js';
 import { topicMatches, type OutboxStore } from './store.js';
 import {
@@ -17,6 +18,7 @@ import {
   type OutboxEvent,
   type OutboxRoute,
   type OutboxSink,
+  type SinkOutcome,
 } from './types.js';
 
 /** Options of a relay. */
@@ -27,6 +29,8 @@ export interface RelayOptions {
   leaseMs?: number;
   /** Fallback poll when no wake-up arrives, ms. Default 1,000. */
   pollIntervalMs?: number;
+  /** Batches in flight at once: the next is claimed while one is out at the sinks. Default 2. */
+  concurrency?: number;
   /** Per-key ordering (O-3): a key's events go out one at a time in order. Default true. */
   ordered?: boolean;
   /** Backoff between attempts of one event. Default base 1 s, cap 10 min. */
@@ -66,6 +70,13 @@ export function createRelay(deps: RelayDeps, o: RelayOptions = {}): OutboxRelay 
   const leaseMs = o.leaseMs ?? 30_000;
   const pollMs = o.pollIntervalMs ?? 1000;
   const ordered = o.ordered ?? true;
+  const concurrency = o.concurrency ?? 2;
+  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 16) {
+    throw new DocketError('CONFIG_INVALID', 'relay concurrency must be an integer 1–16', {
+      name: 'concurrency',
+      value: concurrency,
+    });
+  }
   const retry: RetryPolicy = {
     baseMs: o.retry?.baseMs ?? 1000,
     capMs: o.retry?.capMs ?? 600_000,
@@ -74,78 +85,182 @@ export function createRelay(deps: RelayDeps, o: RelayOptions = {}): OutboxRelay 
   const patterns = [...new Set(deps.routes.map((r) => r.topic))];
   let running = false;
   let loopDone: Promise<void> | undefined;
-  let wake: (() => void) | undefined;
+  /** Lanes waiting for work, each woken by a wake-up or its poll timer. */
+  const waiting = new Set<() => void>();
   let woken = false;
   let listener: pg.Client | undefined;
   let listenRetry: NodeJS.Timeout | undefined;
   const inFlight = new AbortController();
 
   const signal = () => {
-    if (wake) wake();
-    else woken = true;
+    if (waiting.size === 0) woken = true;
+    for (const w of [...waiting]) w();
   };
 
-  const sinksFor = (topic: string): string[] => [
-    ...new Set(deps.routes.filter((r) => topicMatches(r.topic, topic)).map((r) => r.sink)),
-  ];
+  // Topics repeat across events: each topic's sinks are worked out once (matching compiles a
+  // pattern, which a drain's profile showed at ~9 µs per event).
+  const sinksOfTopic = new Map<string, readonly string[]>();
+  const sinksFor = (topic: string): readonly string[] => {
+    let sinks = sinksOfTopic.get(topic);
+    if (!sinks) {
+      sinks = [
+        ...new Set(deps.routes.filter((r) => topicMatches(r.topic, topic)).map((r) => r.sink)),
+      ];
+      if (sinksOfTopic.size >= 10_000) sinksOfTopic.clear();
+      sinksOfTopic.set(topic, sinks);
+    }
+    return sinks;
+  };
 
-  async function publishOne(event: OutboxEvent): Promise<void> {
-    const now = () => deps.now();
-    const done = [...event.sinksDone];
-    if (event.attempts > event.maxAttempts) {
-      // Claimed again after leases expired more times than it has attempts (its relays died).
-      await deps.outbox.markFailed({
-        owner: id,
-        event,
-        sinksDone: done,
-        error: event.lastError ?? `lease expired ${event.attempts - 1} times`,
-        dead: true,
-        availableAt: now(),
-        now: now(),
+  /** One claimed event on its way through its sinks. */
+  interface InFlight {
+    event: OutboxEvent;
+    /** Sinks that accepted it (before and during this attempt). */
+    done: string[];
+    /** Sinks still to go, in route order. */
+    todo: string[];
+    error?: string;
+    permanent?: boolean;
+  }
+
+  /** Hands a group of events to one sink: its batch path if it has one, else one call each. */
+  async function publishTo(name: string, group: InFlight[]): Promise<void> {
+    const sink = deps.sinks[name];
+    const accepted = (f: InFlight) => {
+      f.done.push(name);
+      f.todo.shift();
+    };
+    const refused = (f: InFlight, err: unknown) => {
+      f.error = `${name}: ${(err as Error)?.message ?? String(err)}`;
+      f.permanent = err instanceof PermanentSinkError;
+    };
+    if (!sink) {
+      for (const f of group) {
+        f.error = `route names sink "${name}", which is not configured`;
+        f.permanent = true;
+      }
+      return;
+    }
+    if (sink.publishMany && group.length > 1) {
+      let outcomes: SinkOutcome[];
+      try {
+        outcomes = await sink.publishMany(
+          group.map((f) => f.event),
+          inFlight.signal,
+        );
+      } catch (err) {
+        outcomes = group.map(() => ({ ok: false, error: err }));
+      }
+      group.forEach((f, i) => {
+        const o = outcomes[i];
+        if (o?.ok) accepted(f);
+        else refused(f, o ? o.error : new Error('the sink returned no outcome for this event'));
       });
       return;
     }
-    let error: string | undefined;
-    let permanent = false;
-    for (const name of sinksFor(event.topic)) {
-      if (done.includes(name)) continue;
-      const sink = deps.sinks[name];
-      if (!sink) {
-        error = `route names sink "${name}", which is not configured`;
-        permanent = true;
-        break;
-      }
-      try {
-        await sink.publish(event, inFlight.signal);
-        done.push(name);
-      } catch (err) {
-        error = `${name}: ${(err as Error).message ?? String(err)}`;
-        permanent = err instanceof PermanentSinkError;
-        break;
-      }
+    await Promise.all(
+      group.map(async (f) => {
+        try {
+          await sink.publish(f.event, inFlight.signal);
+          accepted(f);
+        } catch (err) {
+          refused(f, err);
+        }
+      }),
+    );
+  }
+
+  /**
+   * Publishes a claimed batch: each event goes to its routes' sinks in order, stopping at the
+   * first that refuses it; the sinks of one step take their events together (a sink with a
+   * batch path gets them in one call). Then the published events are marked with one guarded
+   * statement and each failure is recorded.
+   */
+  async function publishBatch(events: readonly OutboxEvent[]): Promise<void> {
+    const flights: InFlight[] = [];
+    const exhausted: OutboxEvent[] = [];
+    for (const event of events) {
+      // Claimed again after leases expired more times than it has attempts (its relays died).
+      if (event.attempts > event.maxAttempts) exhausted.push(event);
+      else
+        flights.push({
+          event,
+          done: [...event.sinksDone],
+          todo: sinksFor(event.topic).filter((n) => !event.sinksDone.includes(n)),
+        });
     }
-    if (error === undefined) {
-      const ok = await deps.outbox.markPublished({ owner: id, event, sinksDone: done, now: now() });
-      if (!ok)
-        deps.logger.warn(
-          { eventId: event.id },
-          'outbox lease lost before the event was marked published',
-        );
-      return;
+    for (;;) {
+      const step = new Map<string, InFlight[]>();
+      for (const f of flights) {
+        const next = f.error === undefined ? f.todo[0] : undefined;
+        if (next === undefined) continue;
+        const group = step.get(next);
+        if (group) group.push(f);
+        else step.set(next, [f]);
+      }
+      if (step.size === 0) break;
+      await Promise.all([...step].map(([name, group]) => publishTo(name, group)));
     }
-    const dead = permanent || event.attempts >= event.maxAttempts;
-    const t = now();
+    const published = flights.filter((f) => f.error === undefined);
+    const marking = deps.outbox
+      .markPublishedMany({
+        owner: id,
+        items: published.map((f) => ({ event: f.event, sinksDone: f.done })),
+        now: deps.now(),
+      })
+      .then((marked) => {
+        for (const f of published) {
+          if (!marked.has(f.event.id))
+            deps.logger.warn(
+              { eventId: f.event.id },
+              'outbox lease lost before the event was marked published',
+            );
+        }
+      });
+    const failures = [
+      ...exhausted.map((event) =>
+        recordFailure(event, [...event.sinksDone], {
+          error: event.lastError ?? `lease expired ${event.attempts - 1} times`,
+          dead: true,
+        }),
+      ),
+      ...flights
+        .filter((f) => f.error !== undefined)
+        .map((f) =>
+          recordFailure(f.event, f.done, {
+            error: f.error as string,
+            dead: Boolean(f.permanent) || f.event.attempts >= f.event.maxAttempts,
+          }),
+        ),
+    ];
+    const results = await Promise.allSettled([marking, ...failures]);
+    for (const r of results) {
+      if (r.status === 'rejected')
+        deps.logger.error({ err: r.reason }, 'recording an outbox outcome failed');
+    }
+  }
+
+  /** `publishing → failed` with a backoff, or `→ dead`, under this relay's lease. */
+  async function recordFailure(
+    event: OutboxEvent,
+    sinksDone: string[],
+    o: { error: string; dead: boolean },
+  ): Promise<void> {
+    const t = deps.now();
     const ok = await deps.outbox.markFailed({
       owner: id,
       event,
-      sinksDone: done,
-      error,
-      dead,
-      availableAt: dead ? t : t + backoffDelay(retry, event.attempts),
+      sinksDone,
+      error: o.error,
+      dead: o.dead,
+      availableAt: o.dead ? t : t + backoffDelay(retry, event.attempts),
       now: t,
     });
-    if (ok && dead) {
-      deps.logger.warn({ eventId: event.id, topic: event.topic, error }, 'outbox event is dead');
+    if (ok && o.dead) {
+      deps.logger.warn(
+        { eventId: event.id, topic: event.topic, error: o.error },
+        'outbox event is dead',
+      );
     }
     if (!ok)
       deps.logger.warn({ eventId: event.id }, 'outbox lease lost before the failure was recorded');
@@ -172,20 +287,20 @@ export function createRelay(deps: RelayDeps, o: RelayOptions = {}): OutboxRelay 
     );
     try {
       // Events of one key never share a batch when ordered (only the earliest is claimable).
-      await Promise.all(
-        events.map((e) =>
-          publishOne(e).catch((err: unknown) =>
-            deps.logger.error({ err, eventId: e.id }, 'recording an outbox outcome failed'),
-          ),
-        ),
-      );
+      await publishBatch(events);
     } finally {
       clearInterval(beat);
     }
     return events.length;
   }
 
-  async function loop(): Promise<void> {
+  /**
+   * One lane: claims and publishes batches back to back while they come full, else waits for a
+   * wake-up or the poll interval. `concurrency` lanes run at once, so the next batch is claimed
+   * while one is out at the sinks (a key's order holds: the claim itself refuses an event
+   * whose earlier event is unfinished, whichever lane holds that one).
+   */
+  async function lane(): Promise<void> {
     while (running) {
       let n = 0;
       try {
@@ -203,14 +318,14 @@ export function createRelay(deps: RelayDeps, o: RelayOptions = {}): OutboxRelay 
         continue;
       }
       await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, pollMs);
-        wake = () => {
+        const done = () => {
           clearTimeout(t);
-          wake = undefined;
+          waiting.delete(done);
           resolve();
         };
+        const t = setTimeout(done, pollMs);
+        waiting.add(done);
       });
-      wake = undefined;
     }
   }
 
@@ -249,7 +364,7 @@ export function createRelay(deps: RelayDeps, o: RelayOptions = {}): OutboxRelay 
       running = true;
       deps.wakeups.on('added', signal);
       await listen();
-      loopDone = loop();
+      loopDone = Promise.all(Array.from({ length: concurrency }, lane)).then(() => undefined);
     },
     runOnce,
     async stop() {
@@ -257,7 +372,7 @@ export function createRelay(deps: RelayDeps, o: RelayOptions = {}): OutboxRelay 
       running = false;
       deps.wakeups.off('added', signal);
       clearTimeout(listenRetry);
-      wake?.();
+      for (const w of [...waiting]) w();
       await loopDone;
       const l = listener;
       listener = undefined;

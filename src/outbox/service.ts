@@ -16,8 +16,15 @@ import {
   jobsSink,
   webhookSink,
   type EnqueueForSink,
+  type EnqueueManyForSink,
   type OutboxJobPayload,
 } from './sinks.js';
+import { natsSink, validateNatsSinkOptions, type NatsSinkOptions } from './sink-nats.js';
+import {
+  rabbitMqSink,
+  validateRabbitMqSinkOptions,
+  type RabbitMqSinkOptions,
+} from './sink-rabbitmq.js';
 import { OutboxStore, ROUTE, TOPIC, validateRoutePattern, type NewOutboxRow } from './store.js';
 import {
   OUTBOX_STATUSES,
@@ -30,7 +37,10 @@ import {
 import type { UrlSafetyOptions } from './url-safety.js';
 import type { WebhookDeliveryRecord } from './webhook-request.js';
 
-/** A sink by configuration: Docket's job queue, a webhook, or an object of your own. */
+/**
+ * A sink by configuration: Docket's job queue, a webhook, NATS JetStream, RabbitMQ, or an object
+ * of your own.
+ */
 export type OutboxSinkConfig =
   | { kind: 'jobs'; /** Job type each event becomes. */ type: string }
   | {
@@ -42,7 +52,11 @@ export type OutboxSinkConfig =
       /** Per-request timeout, ms. Default 10,000. */
       timeoutMs?: number;
     }
+  | ({ kind: 'nats' } & NatsSinkOptions)
+  | ({ kind: 'rabbitmq' } & RabbitMqSinkOptions)
   | OutboxSink;
+
+const SINK_KINDS = ['jobs', 'webhook', 'nats', 'rabbitmq'];
 
 /** Outbox options of createDocket. */
 export interface OutboxOptions {
@@ -92,6 +106,8 @@ export interface OutboxServiceDeps {
   webhooks: UrlSafetyOptions;
   payloadLimitBytes: number;
   enqueue: EnqueueForSink;
+  /** Batch enqueue for one tenant (the jobs sink's batch path). */
+  enqueueMany: EnqueueManyForSink;
   tenantOfTx: (tx: object) => string | undefined;
   withTransaction: <T>(
     tenant: string,
@@ -102,6 +118,7 @@ export interface OutboxServiceDeps {
 /** Validates outbox options at createDocket time (CONFIG_INVALID). */
 export function validateOutboxOptions(o: OutboxOptions | undefined): void {
   if (!o) return;
+  for (const [name, c] of Object.entries(o.sinks ?? {})) validateSinkConfig(name, c);
   for (const r of o.routes ?? []) {
     validateRoutePattern(r.topic);
     if (!o.sinks || !(r.sink in o.sinks)) {
@@ -124,6 +141,41 @@ export function validateOutboxOptions(o: OutboxOptions | undefined): void {
   }
 }
 
+/** Checks one sink's configuration (CONFIG_INVALID naming the sink and the field). */
+function validateSinkConfig(name: string, c: OutboxSinkConfig): void {
+  const bad = (field: string, message: string, value?: unknown) =>
+    new DocketError('CONFIG_INVALID', `outbox sink "${name}": ${message}`, {
+      name: `outbox.sinks.${name}${field ? `.${field}` : ''}`,
+      value,
+    });
+  if (!c || typeof c !== 'object') throw bad('', 'a sink is a configuration object or a sink');
+  if ('publish' in c) {
+    if (typeof c.publish !== 'function') throw bad('publish', 'publish must be a function');
+    return;
+  }
+  switch (c.kind) {
+    case 'jobs':
+      if (typeof c.type !== 'string' || c.type === '') throw bad('type', 'type names a job type');
+      return;
+    case 'webhook':
+      if (typeof c.url !== 'string' || c.url === '') throw bad('url', 'url is required');
+      if (typeof c.secret !== 'string' || c.secret === '') {
+        throw bad('secret', 'secret is required (it signs every request)');
+      }
+      return;
+    case 'nats':
+      return validateNatsSinkOptions(name, c);
+    case 'rabbitmq':
+      return validateRabbitMqSinkOptions(name, c);
+    default:
+      throw bad(
+        'kind',
+        `kind must be one of ${SINK_KINDS.join(', ')} (or pass an object with publish())`,
+        (c as { kind?: unknown }).kind,
+      );
+  }
+}
+
 /** The outbox service of one Docket instance. */
 export class OutboxService {
   readonly rows: OutboxStore;
@@ -133,9 +185,11 @@ export class OutboxService {
   readonly wakeups = new EventEmitter();
   private readonly added = new WeakSet<object>();
   private sinks: Record<string, OutboxSink> | undefined;
+  /** Sinks built from configuration, whose connections close() releases. */
+  private readonly owned: OutboxSink[] = [];
 
   constructor(private readonly deps: OutboxServiceDeps) {
-    this.rows = new OutboxStore(deps.store);
+    this.rows = new OutboxStore(deps.store, deps.logger);
     this.deliveryRows = new DeliveryStore(deps.store);
     this.wakeups.setMaxListeners(0);
   }
@@ -454,7 +508,10 @@ export class OutboxService {
     const out: Record<string, OutboxSink> = {};
     for (const [name, c] of Object.entries(this.deps.options.sinks ?? {})) {
       if ('publish' in c) out[name] = c;
-      else if (c.kind === 'jobs') out[name] = jobsSink(c.type, this.deps.enqueue);
+      else if (c.kind === 'jobs')
+        out[name] = jobsSink(c.type, this.deps.enqueue, this.deps.enqueueMany);
+      else if (c.kind === 'nats') out[name] = this.built(natsSink(c));
+      else if (c.kind === 'rabbitmq') out[name] = this.built(rabbitMqSink(c));
       else {
         out[name] = webhookSink({
           ...c,
@@ -464,6 +521,24 @@ export class OutboxService {
       }
     }
     return (this.sinks = out);
+  }
+
+  private built(sink: OutboxSink): OutboxSink {
+    this.owned.push(sink);
+    return sink;
+  }
+
+  /** Closes the connections of the sinks built from configuration (sink objects passed in are the caller's). */
+  async close(): Promise<void> {
+    await this.rows.close();
+    const owned = this.owned.splice(0);
+    await Promise.all(
+      owned.map((s) =>
+        s
+          .close?.()
+          .catch((err: unknown) => this.deps.logger.warn({ err }, 'closing an outbox sink failed')),
+      ),
+    );
   }
 
   /** A relay over this instance's routes and sinks (not started). */

@@ -7,6 +7,7 @@ import {
   PermanentSinkError,
   type OutboxEvent,
   type OutboxSink,
+  type SinkOutcome,
   type SinkReceipt,
 } from './types.js';
 
@@ -26,26 +27,87 @@ export type EnqueueForSink = (
   options: { tenant: string; idempotencyKey: string; traceId: string },
 ) => Promise<{ id: string }>;
 
+/** What the jobs sink needs for a batch: an idempotent batch enqueue for one tenant. */
+export type EnqueueManyForSink = (
+  tenant: string,
+  items: Array<{
+    type: string;
+    payload: OutboxJobPayload;
+    options: { idempotencyKey: string; traceId: string };
+  }>,
+) => Promise<Array<{ id: string }>>;
+
+const jobPayload = (event: OutboxEvent): OutboxJobPayload => ({
+  eventId: event.id,
+  topic: event.topic,
+  key: event.key,
+  payload: event.payload,
+  headers: event.headers,
+});
+
 /**
  * Delivers each event as a job of `type` for the event's tenant, with the event id as the
  * idempotency key: a republished event finds the job it already made instead of a second one.
+ * A relay's batch is enqueued with one `enqueueMany` per tenant (one transaction); if that
+ * batch is refused, its events are enqueued one by one, so one bad event fails alone.
  */
-export function jobsSink(type: string, enqueue: EnqueueForSink): OutboxSink {
+export function jobsSink(
+  type: string,
+  enqueue: EnqueueForSink,
+  enqueueMany?: EnqueueManyForSink,
+): OutboxSink {
+  const publish = async (event: OutboxEvent): Promise<SinkReceipt> => {
+    const job = await enqueue(type, jobPayload(event), {
+      tenant: event.tenantId,
+      idempotencyKey: `outbox:${event.id}`,
+      traceId: event.traceId,
+    });
+    return { ref: job.id };
+  };
+  const one = (event: OutboxEvent): Promise<SinkOutcome> =>
+    publish(event).then(
+      (receipt) => ({ ok: true, receipt }),
+      (error: unknown) => ({ ok: false, error }),
+    );
   return {
-    async publish(event: OutboxEvent): Promise<SinkReceipt> {
-      const job = await enqueue(
-        type,
-        {
-          eventId: event.id,
-          topic: event.topic,
-          key: event.key,
-          payload: event.payload,
-          headers: event.headers,
-        },
-        { tenant: event.tenantId, idempotencyKey: `outbox:${event.id}`, traceId: event.traceId },
-      );
-      return { ref: job.id };
-    },
+    publish,
+    publishMany: enqueueMany
+      ? async (events) => {
+          const outcomes: SinkOutcome[] = new Array<SinkOutcome>(events.length);
+          const byTenant = new Map<string, number[]>();
+          events.forEach((e, i) => {
+            const list = byTenant.get(e.tenantId);
+            if (list) list.push(i);
+            else byTenant.set(e.tenantId, [i]);
+          });
+          await Promise.all(
+            [...byTenant].map(async ([tenant, idx]) => {
+              try {
+                const jobs = await enqueueMany(
+                  tenant,
+                  idx.map((i) => {
+                    const e = events[i] as OutboxEvent;
+                    return {
+                      type,
+                      payload: jobPayload(e),
+                      options: { idempotencyKey: `outbox:${e.id}`, traceId: e.traceId },
+                    };
+                  }),
+                );
+                idx.forEach((i, k) => {
+                  outcomes[i] = { ok: true, receipt: { ref: jobs[k]?.id } };
+                });
+              } catch {
+                // Find the event the batch was refused for: each alone.
+                await Promise.all(
+                  idx.map(async (i) => (outcomes[i] = await one(events[i] as OutboxEvent))),
+                );
+              }
+            }),
+          );
+          return outcomes;
+        }
+      : undefined,
   };
 }
 

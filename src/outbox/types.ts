@@ -60,10 +60,18 @@ export interface SinkReceipt {
   ref?: string;
 }
 
+/** The outcome of one event of a `publishMany` call. */
+export type SinkOutcome = { ok: true; receipt: SinkReceipt } | { ok: false; error: unknown };
+
 /** A destination of events (SPEC O-6). Throwing means "not accepted"; the relay retries. */
 export interface OutboxSink {
   /** Publishes one event; must be idempotent by `event.id` where the destination allows. */
   publish(event: OutboxEvent, signal: AbortSignal): Promise<SinkReceipt>;
+  /**
+   * Publishes a relay's batch at once (one outcome per event, in order), where the destination
+   * has a cheaper batch path. Default: the relay calls `publish` for every event concurrently.
+   */
+  publishMany?(events: readonly OutboxEvent[], signal: AbortSignal): Promise<SinkOutcome[]>;
   /** Releases connections. */
   close?(): Promise<void>;
 }

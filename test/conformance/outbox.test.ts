@@ -328,6 +328,7 @@ describe.each(BACKENDS)('outbox on %s', (backend) => {
         now: clock.now(),
       }),
     ).toBe(false);
+    await rows.close();
   });
 
   it('lets three relays drain 600 events together with none published twice', async () => {

@@ -14,7 +14,8 @@ export interface OwnRedisServer {
   start(): Promise<void>;
 }
 
-async function freePort(): Promise<number> {
+/** A port nothing listens on now (bound and released at once). */
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.once('error', reject);
