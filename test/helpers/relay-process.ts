@@ -5,6 +5,7 @@
 //   TEST_RELAY_ID     the relay's lease owner id
 //   TEST_LEASE_MS     lease length (default 30000)
 //   TEST_BATCH        events claimed per round (default 100)
+//   TEST_CONCURRENCY  batches in flight at once (default 2)
 // Prints "ready" once the relay is claiming; SIGTERM stops it gracefully.
 import { createDocketFromEnv } from '../../src/index.js';
 
@@ -27,6 +28,7 @@ const relay = await docket.outbox.createRelay({
   relayId: process.env.TEST_RELAY_ID,
   leaseMs: Number(process.env.TEST_LEASE_MS ?? 30_000),
   batchSize: Number(process.env.TEST_BATCH ?? 100),
+  concurrency: Number(process.env.TEST_CONCURRENCY ?? 2),
   pollIntervalMs: 50,
   retry: { baseMs: 10, capMs: 50 },
 });
