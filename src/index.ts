@@ -69,3 +69,20 @@ export type { WebhookDelivery } from './outbox/deliveries.js';
 export type { OutboxRelay, RelayOptions } from './outbox/relay.js';
 export type { OutboxJobPayload, WebhookSinkOptions } from './outbox/sinks.js';
 export type { WebhookDeliveryRecord, DeliveryClass } from './outbox/webhook-request.js';
+export type { DocketScheduler } from './docket.js';
+export { DatabaseLockBackend } from './scheduler/index.js';
+export type {
+  ExecutionListFilter,
+  ExecutionStatus,
+  ExecutionTrigger,
+  LockAcquireParams,
+  LockBackend,
+  LockGrant,
+  SchedulerOptions,
+  SchedulerTask,
+  TaskContext,
+  TaskDefinition,
+  TaskExecution,
+  TaskHandler,
+  TaskStats,
+} from './scheduler/index.js';

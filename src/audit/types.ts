@@ -10,6 +10,10 @@ export const BUILTIN_AUDIT_ACTIONS = [
   'outbox.event_dead',
   'outbox.event_replayed',
   'audit.config_updated',
+  'scheduler.task_enabled',
+  'scheduler.task_disabled',
+  'scheduler.task_rescheduled',
+  'scheduler.task_triggered',
   'http.post',
   'http.put',
   'http.patch',
@@ -20,7 +24,13 @@ export const BUILTIN_AUDIT_ACTIONS = [
 export type BuiltinAuditAction = (typeof BUILTIN_AUDIT_ACTIONS)[number];
 
 /** Resource types Docket itself records. */
-export const BUILTIN_AUDIT_RESOURCES = ['job', 'outbox_event', 'audit_config', 'http'] as const;
+export const BUILTIN_AUDIT_RESOURCES = [
+  'job',
+  'outbox_event',
+  'audit_config',
+  'scheduler_task',
+  'http',
+] as const;
 
 /** How a resource type is audited. */
 export interface AuditResourceOptions {

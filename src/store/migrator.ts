@@ -18,6 +18,9 @@ export const DOCKET_TABLES = [
   'outbox_events',
   'outbox_consumed',
   'webhook_deliveries',
+  'scheduler_tasks',
+  'scheduler_executions',
+  'scheduler_locks',
 ] as const;
 
 /** Runs Docket's migrations for one dialect through Kysely's Migrator (which locks). */

@@ -5,6 +5,7 @@ import { m005RateLimits } from './005-rate-limits.js';
 import { m006FairClaims } from './006-fair-claims.js';
 import { m007Outbox } from './007-outbox.js';
 import { m008WebhookDeliveries } from './008-webhook-deliveries.js';
+import { m012Scheduler } from './012-scheduler.js';
 
 /** A numbered, never-edited migration with one statement list per dialect. */
 export interface DocketMigration {
@@ -27,4 +28,5 @@ export const MIGRATIONS: readonly DocketMigration[] = [
   m006FairClaims,
   m007Outbox,
   m008WebhookDeliveries,
+  m012Scheduler,
 ];
