@@ -492,6 +492,8 @@ export function createDocket<
       schedulerService = new Scheduler({ store, clock, ids, logger }, options.scheduler);
       for (const t of taskDefs) schedulerService.register(t);
     }
+    // Rows exist before any read or operator change, even on an instance that never ticks.
+    await schedulerService.sync();
     return schedulerService;
   };
 

@@ -8,6 +8,7 @@ import { migrateCommand } from './migrate.js';
 import { outboxCommand } from './outbox.js';
 import { processCommand } from './process.js';
 import { startCommand } from './start.js';
+import { tasksCommand } from './tasks.js';
 import { tenantsCommand } from './tenants.js';
 import { workerCommand } from './worker.js';
 
@@ -23,6 +24,7 @@ export function buildProgram(): Command {
     .addCommand(processCommand())
     .addCommand(dlqCommand())
     .addCommand(outboxCommand())
+    .addCommand(tasksCommand())
     .addCommand(auditCommand())
     .addCommand(tenantsCommand())
     .addCommand(keysCommand())

@@ -192,7 +192,8 @@ export class Scheduler implements Service {
     while (this.active.size) await Promise.all([...this.active.values()].map((r) => r.done));
   }
 
-  private async sync(): Promise<void> {
+  /** Persists definitions registered since the last sync (start and every pass do this). */
+  async sync(): Promise<void> {
     if (this.unsynced.size === 0) return;
     const names = [...this.unsynced];
     this.unsynced = new Set();
