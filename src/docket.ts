@@ -659,7 +659,11 @@ export function createDocket<
       register(t) {
         addTask(t);
         if (schedulerService) schedulerService.register(t);
-        if (started) void scheduler().then((s) => s.start());
+        if (started) {
+          scheduler()
+            .then((s) => s.start())
+            .catch((err: unknown) => logger.error({ err, task: t.name }, 'starting a task failed'));
+        }
       },
       list: async (o) => (await scheduler()).listTasks(o),
       get: async (name, o) => (await scheduler()).getTask(name, o),

@@ -124,10 +124,7 @@ export class Scheduler implements Service {
     this.leaseMs = options.leaseMs ?? 30_000;
     this.misfireMs = options.misfireMs ?? 60_000;
     this.instanceId = options.instanceId ?? `scheduler-${randomUUID().slice(0, 8)}`;
-    this.rows = new SchedulerStore(
-      deps.store.systemDb,
-      deps.store.dialect === 'postgres' ? 'native' : 'integer',
-    );
+    this.rows = new SchedulerStore(deps.store.systemDb);
     this.locks = options.locks ?? new DatabaseLockBackend(deps.store.systemDb);
     this.runner = {
       rows: this.rows,

@@ -56,7 +56,7 @@ export function rowToTask(r: SchedulerTasksTable): SchedulerTask {
     timezone: r.timezone_override ?? r.timezone_default,
     defaultSchedule: { cron: r.cron_default, timezone: r.timezone_default },
     overridden: r.cron_override !== null,
-    enabled: Boolean(r.enabled),
+    enabled: r.enabled === 1,
     timeoutMs: r.timeout_ms,
     graceMs: r.grace_ms,
     priority: r.priority,
@@ -91,14 +91,7 @@ export function rowToExecution(r: SchedulerExecutionsTable): TaskExecution {
 
 /** Queries and guarded updates of the scheduler tables. */
 export class SchedulerStore {
-  constructor(
-    private readonly db: Kysely<DocketDatabase>,
-    private readonly booleans: 'native' | 'integer',
-  ) {}
-
-  private bool(v: boolean): boolean | number {
-    return this.booleans === 'native' ? v : v ? 1 : 0;
-  }
+  constructor(private readonly db: Kysely<DocketDatabase>) {}
 
   /** Inserts or refreshes the definitions; runtime state (enabled, override, cursor) is kept. */
   async upsertDefinitions(defs: readonly TaskDefinitionRow[], now: number): Promise<void> {
@@ -112,7 +105,7 @@ export class SchedulerStore {
           timezone_default: d.timezone,
           cron_override: null,
           timezone_override: null,
-          enabled: this.bool(d.enabled),
+          enabled: d.enabled ? 1 : 0,
           timeout_ms: d.timeoutMs,
           grace_ms: d.graceMs,
           priority: d.priority,
@@ -208,7 +201,7 @@ export class SchedulerStore {
     const r = await trx
       .updateTable('scheduler_tasks')
       .set((eb) => ({
-        ...(p.enabled === undefined ? {} : { enabled: this.bool(p.enabled) }),
+        ...(p.enabled === undefined ? {} : { enabled: p.enabled ? 1 : 0 }),
         ...(p.schedule === undefined
           ? {}
           : {

@@ -220,8 +220,8 @@ export interface SchedulerTasksTable {
   timezone_default: string;
   cron_override: string | null;
   timezone_override: string | null;
-  /** Boolean on PostgreSQL, 0/1 on SQLite. */
-  enabled: boolean | number;
+  /** 0 or 1 on every dialect. */
+  enabled: number;
   timeout_ms: number;
   grace_ms: number;
   priority: number;

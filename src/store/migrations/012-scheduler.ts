@@ -20,14 +20,14 @@ const STATUSES = `'running', 'succeeded', 'failed', 'timed_out', 'canceled', 'sk
 const ALLOWED = `old.status = 'running'
   and new.status in ('running', 'succeeded', 'failed', 'timed_out', 'canceled', 'skipped')`;
 
-const taskColumns = (bool: string, bigint: string) => `
+const taskColumns = (bigint: string) => `
      name text primary key check (length(name) between 1 and 200),
      tenant_id text not null,
      cron_default text not null,
      timezone_default text not null,
      cron_override text,
      timezone_override text,
-     enabled ${bool} not null,
+     enabled integer not null check (enabled in (0, 1)),
      timeout_ms integer not null check (timeout_ms >= 1),
      grace_ms integer not null check (grace_ms >= 0),
      priority integer not null,
@@ -78,7 +78,7 @@ const locksTable = (bigint: string) => `create table scheduler_locks (
    )`;
 
 const postgres = [
-  `create table scheduler_tasks (${taskColumns('boolean', 'bigint')})`,
+  `create table scheduler_tasks (${taskColumns('bigint')})`,
   `create table scheduler_executions (${executionColumns('uuid', 'bigint', 'double precision')})`,
   ...indexes,
   locksTable('bigint'),
@@ -92,13 +92,21 @@ const postgres = [
    end $$`,
   `create trigger scheduler_executions_transition before update on scheduler_executions
      for each row execute function docket_scheduler_transition()`,
-  // The scheduler is engine machinery: it runs as the system role; tenants read through the API.
+  // Tenant rows as everywhere (SPEC T-2), although only the system role is granted access:
+  // the scheduler is engine machinery, and tenants read their tasks through the API.
+  ...['scheduler_tasks', 'scheduler_executions'].flatMap((t) => [
+    `alter table ${t} enable row level security`,
+    `create policy ${t}_tenant on ${t}
+       using (tenant_id = current_setting('app.current_tenant', true))
+       with check (tenant_id = current_setting('app.current_tenant', true))`,
+    `create policy ${t}_system on ${t} to docket_system using (true) with check (true)`,
+  ]),
   `grant select, insert, update, delete on scheduler_tasks, scheduler_executions, scheduler_locks
      to docket_system`,
 ];
 
 const sqlite = [
-  `create table scheduler_tasks (${taskColumns('integer', 'integer')}) strict`,
+  `create table scheduler_tasks (${taskColumns('integer')}) strict`,
   `create table scheduler_executions (${executionColumns('text', 'integer', 'real')}) strict`,
   ...indexes,
   `${locksTable('integer')} strict`,
