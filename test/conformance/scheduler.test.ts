@@ -284,6 +284,67 @@ describe.each(BACKENDS)('scheduler on %s', (backend) => {
     expect(alerts).toHaveLength(1);
   });
 
+  it('a run whose instance stopped heart-beating is failed by another instance after the lease', async () => {
+    const clock = new ManualClock(Date.parse('2026-05-01T00:00:00Z'));
+    const name = unique('orphaned');
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((r) => (release = r));
+    const hang = () => gate;
+    const a = suite.make({
+      clock,
+      scheduler: { leaseMs: 10_000, tasks: [{ name, cron: '* * * * *', handler: hang }] },
+    });
+    const b = suite.make({
+      clock,
+      scheduler: { leaseMs: 10_000, tasks: [{ name, cron: '* * * * *', handler: hang }] },
+    });
+    await a.scheduler.runOnce();
+    clock.advance(60_000);
+    const [started] = await a.scheduler.runOnce();
+    expect(started?.status).toBe('running');
+    // a never passes again (as if it died); b fails the run once the lease is over, not before.
+    clock.advance(5_000);
+    await b.scheduler.runOnce();
+    expect((await b.scheduler.execution(started!.id)).status).toBe('running');
+    clock.advance(6_000);
+    await b.scheduler.runOnce();
+    const lost = await b.scheduler.execution(started!.id);
+    expect(lost).toMatchObject({ status: 'failed' });
+    expect(lost.error).toMatch(/stopped/);
+    // a's handler finishing late changes nothing: the row is final.
+    release();
+    await a.scheduler.idle();
+    expect((await a.scheduler.execution(started!.id)).status).toBe('failed');
+  });
+
+  it('a handler that honours its signal is timed_out at once when it rejects after the abort', async () => {
+    const name = unique('polite');
+    const d = suite.make({
+      scheduler: {
+        tasks: [
+          {
+            name,
+            cron: '0 0 1 1 *',
+            timeoutMs: 30,
+            graceMs: 60_000,
+            handler: (ctx) =>
+              new Promise((_, reject) =>
+                ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason)),
+              ),
+          },
+        ],
+      },
+    });
+    await d.start();
+    const started = Date.now();
+    const e = await d.scheduler.trigger(name);
+    await d.scheduler.idle();
+    expect(Date.now() - started).toBeLessThan(10_000);
+    const done = await d.scheduler.execution(e.id);
+    expect(done.status).toBe('timed_out');
+    expect(done.error).toMatch(/aborted at timeoutMs 30/);
+  });
+
   it('stats give success rate, average and p95 duration, failures and last and next run', async () => {
     const clock = new ManualClock(Date.parse('2026-05-01T00:00:00Z'));
     const name = unique('stats');
