@@ -720,6 +720,9 @@ export function createDocket<
         ...[...typeMap.values()].map((o) => 2 * (o.rateLimit?.perMs ?? 0)),
       );
       await backend.rateLimitPrune({ before: now - longest });
+      // Scheduler history past its retention (SPEC S-3) goes with the same maintenance job.
+      const executions = await (await scheduler()).pruneOnce();
+      if (executions) logger.info({ executions }, 'pruned scheduler executions past retention');
       return total;
     },
     audit: {

@@ -40,6 +40,8 @@ export interface SchedulerOptions {
   leaseMs?: number;
   /** A tick older than this when first seen was missed (catchUp applies), ms. Default 60_000. */
   misfireMs?: number;
+  /** Finished executions older than this are deleted by `docket.prune` (SPEC S-3), ms. Default 30 days. */
+  retentionMs?: number;
   /** The lock provider. Default the database lease (scheduler_locks). */
   locks?: LockBackend;
   /** This instance's id in execution rows. Default a random id. */
@@ -114,6 +116,7 @@ export class Scheduler implements Service {
   private readonly loop: IntervalService;
   private readonly leaseMs: number;
   private readonly misfireMs: number;
+  private readonly retentionMs: number;
   /** This instance's id in execution rows. */
   readonly instanceId: string;
 
@@ -123,6 +126,7 @@ export class Scheduler implements Service {
   ) {
     this.leaseMs = options.leaseMs ?? 30_000;
     this.misfireMs = options.misfireMs ?? 60_000;
+    this.retentionMs = options.retentionMs ?? 30 * 86_400_000;
     this.instanceId = options.instanceId ?? `scheduler-${randomUUID().slice(0, 8)}`;
     this.rows = new SchedulerStore(deps.store.systemDb);
     this.locks = options.locks ?? new DatabaseLockBackend(deps.store.systemDb);
@@ -516,6 +520,17 @@ export class Scheduler implements Service {
       throw new DocketError('EXECUTION_NOT_FOUND', `execution ${String(id)} not found`, { id });
     }
     return e;
+  }
+
+  /** Deletes finished executions past retention; returns how many. */
+  async pruneOnce(): Promise<number> {
+    const before = this.deps.clock.now() - this.retentionMs;
+    let total = 0;
+    for (;;) {
+      const n = await this.rows.pruneExecutions(before, 1000);
+      total += n;
+      if (n < 1000) return total;
+    }
   }
 
   /** Per-task stats over the last `windowMs` (default 24 h). */

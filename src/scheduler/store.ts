@@ -365,4 +365,22 @@ export class SchedulerStore {
       .executeTakeFirst();
     return { rows: rows.map(rowToExecution), latest: latest ? rowToExecution(latest) : undefined };
   }
+
+  /** Deletes up to `limit` finished executions that finished before `before`; returns how many. */
+  async pruneExecutions(before: number, limit: number): Promise<number> {
+    const r = await this.db
+      .deleteFrom('scheduler_executions')
+      .where(
+        'id',
+        'in',
+        this.db
+          .selectFrom('scheduler_executions')
+          .select('id')
+          .where('status', '!=', 'running')
+          .where('finished_at', '<', before)
+          .limit(limit),
+      )
+      .executeTakeFirst();
+    return Number(r.numDeletedRows);
+  }
 }

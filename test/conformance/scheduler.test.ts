@@ -345,6 +345,30 @@ describe.each(BACKENDS)('scheduler on %s', (backend) => {
     expect(done.error).toMatch(/aborted at timeoutMs 30/);
   });
 
+  it('pruning deletes finished executions past retention and keeps newer ones', async () => {
+    const clock = new ManualClock(Date.parse('2026-05-01T00:00:00Z'));
+    const name = unique('retained');
+    const d = suite.make({
+      clock,
+      scheduler: {
+        retentionMs: 3 * 60_000,
+        tasks: [{ name, cron: '* * * * *', handler: () => undefined }],
+      },
+    });
+    await d.scheduler.runOnce();
+    await drive(d, clock, clock.now() + 6 * 60_000, 60_000);
+    expect(await ticksOf(d, name)).toHaveLength(6);
+    await d.pruneOnce();
+    const kept = await ticksOf(d, name);
+    // Now 00:06 and 3 min retention: runs that finished at 00:03 or later stay.
+    expect(kept.map(iso)).toEqual([
+      '2026-05-01T00:03:00.000Z',
+      '2026-05-01T00:04:00.000Z',
+      '2026-05-01T00:05:00.000Z',
+      '2026-05-01T00:06:00.000Z',
+    ]);
+  });
+
   it('stats give success rate, average and p95 duration, failures and last and next run', async () => {
     const clock = new ManualClock(Date.parse('2026-05-01T00:00:00Z'));
     const name = unique('stats');
