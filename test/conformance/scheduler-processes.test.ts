@@ -1,6 +1,8 @@
 // Scheduler instances as separate processes on every store (SPEC S-2): three processes run
 // several every-second tasks together on the real clock. Every tick in the observed window ran
 // exactly once: one execution row per (task, second), one handler call per row, none missing.
+// When one instance is SIGKILLed mid-window, the others carry on: still one row per tick, no
+// tick runs twice, and the dead instance's unfinished runs end as failed once its lease is over.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -78,4 +80,77 @@ describe.each(BACKENDS)('scheduler processes on %s', (backend) => {
     // The work was shared: more than one process won ticks.
     expect(pids.size).toBeGreaterThan(1);
   }, 90_000);
+
+  it('a SIGKILLed instance neither doubles nor loses ticks; its runs end failed, its locks expire', async () => {
+    const out = join(suite.ts.dataDir, 'runs-kill.txt');
+    writeFileSync(out, '');
+    const env = { ...suite.ts.env, TEST_OUT: out, TEST_TASKS: String(TASKS) };
+    procs = await Promise.all([0, 1, 2].map(() => spawnScheduler(env)));
+    const from = Math.ceil(Date.now() / 1000) * 1000 + 1000;
+    const to = from + WINDOW_S * 1000;
+    const d = suite.make();
+    const rowsPast = async (t: number) =>
+      (await d.scheduler.executions({ limit: 500 })).items.filter((e) => e.scheduledFor >= t)
+        .length;
+    await waitFor(async () => (await rowsPast(from + 3000)) >= TASKS, {
+      timeoutMs: 30_000,
+      what: 'ticks mid-window',
+    });
+    const victim = procs[0]!;
+    const killedAt = Date.now();
+    victim.child.kill('SIGKILL');
+    await victim.exited;
+    await waitFor(async () => (await rowsPast(to)) >= TASKS, {
+      timeoutMs: 40_000,
+      what: 'ticks past the window',
+    });
+    // The dead instance's running rows are failed by the survivors after its 5 s lease.
+    await waitFor(
+      async () =>
+        (await d.scheduler.executions({ status: ['running'], limit: 500 })).items.every(
+          (e) => e.scheduledFor > to,
+        ),
+      { timeoutMs: 30_000, what: 'orphaned runs to be failed' },
+    );
+    for (const p of procs.slice(1)) p.child.kill('SIGTERM');
+    await Promise.all(procs.map((p) => p.exited));
+
+    const all = [];
+    let cursor: string | undefined;
+    do {
+      const page = await d.scheduler.executions({ cursor, limit: 500 });
+      all.push(...page.items);
+      cursor = page.nextCursor ?? undefined;
+    } while (cursor);
+    const calls = readFileSync(out, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => l.split(' '));
+    for (let i = 0; i < TASKS; i++) {
+      const task = `every-second-${i}`;
+      const rows = all.filter((e) => e.task === task);
+      expect(new Set(rows.map((e) => e.scheduledFor)).size).toBe(rows.length);
+      const taskCalls = calls.filter((c) => c[0] === task).map((c) => Number(c[1]));
+      expect(new Set(taskCalls).size).toBe(taskCalls.length);
+      const inWindow = rows
+        .filter((e) => e.scheduledFor >= from && e.scheduledFor < to)
+        .sort((a, b) => a.scheduledFor - b.scheduledFor);
+      expect(inWindow.map((e) => e.scheduledFor)).toEqual(
+        Array.from({ length: WINDOW_S }, (_, s) => from + s * 1000),
+      );
+      // Only runs the dead instance had claimed (at most a pass or two) failed; while its task
+      // lock's 5 s lease ran out, ticks were skipped (overlap: forbid), and only then.
+      const failed = inWindow.filter((e) => e.status === 'failed');
+      expect(failed.length).toBeLessThanOrEqual(2);
+      const skipped = inWindow.filter((e) => e.status === 'skipped');
+      for (const e of skipped) {
+        expect(e.scheduledFor).toBeGreaterThanOrEqual(killedAt - 2000);
+        expect(e.scheduledFor).toBeLessThanOrEqual(killedAt + 5000 + 2000);
+        expect(e.error).toMatch(/lock/);
+      }
+      expect(
+        failed.length + skipped.length + inWindow.filter((e) => e.status === 'succeeded').length,
+      ).toBe(WINDOW_S);
+    }
+  }, 150_000);
 });
