@@ -6,11 +6,53 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import type { Docket, TaskExecution } from '../../src/index.js';
 import { BACKENDS, useDocketSuite, waitFor } from '../helpers/backends.js';
 import { spawnScheduler, type WorkerProcess } from '../helpers/processes.js';
 
 const TASKS = 4;
 const WINDOW_S = 8;
+
+function readLines(file: string): string[][] {
+  return readFileSync(file, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => l.split(' '));
+}
+
+/**
+ * Per task: no tick has two rows or two handler calls anywhere, and every second of
+ * [from, to) has exactly one row. Returns the window's rows and the handler calls.
+ */
+function checkTicks(all: TaskExecution[], out: string, from: number, to: number) {
+  const lines = readLines(out);
+  return Array.from({ length: TASKS }, (_, i) => {
+    const task = `every-second-${i}`;
+    const rows = all.filter((e) => e.task === task);
+    expect(new Set(rows.map((e) => e.scheduledFor)).size).toBe(rows.length);
+    const calls = lines.filter((l) => l[0] === task).map((l) => Number(l[1]));
+    expect(new Set(calls).size).toBe(calls.length);
+    const inWindow = rows
+      .filter((e) => e.scheduledFor >= from && e.scheduledFor < to)
+      .sort((a, b) => a.scheduledFor - b.scheduledFor);
+    expect(inWindow.map((e) => e.scheduledFor)).toEqual(
+      Array.from({ length: WINDOW_S }, (_, s) => from + s * 1000),
+    );
+    return { inWindow, calls };
+  });
+}
+
+/** Every execution in the store, through the keyset pages. */
+async function allExecutions(d: Docket): Promise<TaskExecution[]> {
+  const all: TaskExecution[] = [];
+  let cursor: string | undefined;
+  do {
+    const page = await d.scheduler.executions({ cursor, limit: 500 });
+    all.push(...page.items);
+    cursor = page.nextCursor ?? undefined;
+  } while (cursor);
+  return all;
+}
 
 describe.each(BACKENDS)('scheduler processes on %s', (backend) => {
   const suite = useDocketSuite(backend);
@@ -45,38 +87,15 @@ describe.each(BACKENDS)('scheduler processes on %s', (backend) => {
     for (const p of procs) p.child.kill('SIGTERM');
     await Promise.all(procs.map((p) => p.exited));
 
-    const all = [];
-    let cursor: string | undefined;
-    do {
-      const page = await d.scheduler.executions({ cursor, limit: 500 });
-      all.push(...page.items);
-      cursor = page.nextCursor ?? undefined;
-    } while (cursor);
-    const runs = readFileSync(out, 'utf8')
-      .trim()
-      .split('\n')
-      .map((l) => l.split(' '));
     const pids = new Set<string>();
-    for (let i = 0; i < TASKS; i++) {
-      const task = `every-second-${i}`;
-      const rows = all.filter((e) => e.task === task);
-      // No tick has two rows or two handler calls, anywhere (not only in the window).
-      expect(new Set(rows.map((e) => e.scheduledFor)).size).toBe(rows.length);
-      const calls = runs.filter((r) => r[0] === task).map((r) => Number(r[1]));
-      expect(new Set(calls).size).toBe(calls.length);
-      // Every second of the window ran once and succeeded.
-      const inWindow = rows
-        .filter((e) => e.scheduledFor >= from && e.scheduledFor < to)
-        .sort((a, b) => a.scheduledFor - b.scheduledFor);
-      expect(inWindow.map((e) => e.scheduledFor)).toEqual(
-        Array.from({ length: WINDOW_S }, (_, s) => from + s * 1000),
-      );
+    for (const { inWindow, calls } of checkTicks(await allExecutions(d), out, from, to)) {
+      // Every second of the window succeeded, with one handler call each.
       expect(inWindow.every((e) => e.status === 'succeeded')).toBe(true);
       expect(calls.filter((t) => t >= from && t < to).sort()).toEqual(
         inWindow.map((e) => e.scheduledFor),
       );
-      for (const r of runs) pids.add(r[2] as string);
     }
+    for (const line of readLines(out)) pids.add(line[2] as string);
     // The work was shared: more than one process won ticks.
     expect(pids.size).toBeGreaterThan(1);
   }, 90_000);
@@ -115,29 +134,7 @@ describe.each(BACKENDS)('scheduler processes on %s', (backend) => {
     for (const p of procs.slice(1)) p.child.kill('SIGTERM');
     await Promise.all(procs.map((p) => p.exited));
 
-    const all = [];
-    let cursor: string | undefined;
-    do {
-      const page = await d.scheduler.executions({ cursor, limit: 500 });
-      all.push(...page.items);
-      cursor = page.nextCursor ?? undefined;
-    } while (cursor);
-    const calls = readFileSync(out, 'utf8')
-      .trim()
-      .split('\n')
-      .map((l) => l.split(' '));
-    for (let i = 0; i < TASKS; i++) {
-      const task = `every-second-${i}`;
-      const rows = all.filter((e) => e.task === task);
-      expect(new Set(rows.map((e) => e.scheduledFor)).size).toBe(rows.length);
-      const taskCalls = calls.filter((c) => c[0] === task).map((c) => Number(c[1]));
-      expect(new Set(taskCalls).size).toBe(taskCalls.length);
-      const inWindow = rows
-        .filter((e) => e.scheduledFor >= from && e.scheduledFor < to)
-        .sort((a, b) => a.scheduledFor - b.scheduledFor);
-      expect(inWindow.map((e) => e.scheduledFor)).toEqual(
-        Array.from({ length: WINDOW_S }, (_, s) => from + s * 1000),
-      );
+    for (const { inWindow } of checkTicks(await allExecutions(d), out, from, to)) {
       // Only runs the dead instance had claimed (at most a pass or two) failed; while its task
       // lock's 5 s lease ran out, ticks were skipped (overlap: forbid), and only then.
       const failed = inWindow.filter((e) => e.status === 'failed');

@@ -10,15 +10,16 @@ import {
 import { scopeOf } from '../auth.js';
 import {
   errorResponses,
+  isoOrNull,
   isoTime,
+  isoTimeOrNull,
   jobIdParamsSchema,
   pageQuerySchema,
   parseStatusList,
   statusListSchema,
 } from '../schemas.js';
 
-const isoTimeOrNull = { type: ['string', 'null'], format: 'date-time' } as const;
-const at = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+const at = isoOrNull;
 const nameParams = {
   type: 'object',
   required: ['name'],
