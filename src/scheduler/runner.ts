@@ -67,7 +67,8 @@ export async function startRun(
       return null;
     }
   }
-  if (grant) await deps.rows.setFencingToken(exec.id, grant.token);
+  // A lock taken here (cron tick) is recorded now; a manual trigger's went in with the insert.
+  if (grant && !held) await deps.rows.setFencingToken(exec.id, grant.token);
   const run: ActiveRun = { execution: exec, grant, done: Promise.resolve() };
   run.done = execute(deps, task, handler, exec, grant).finally(onDone);
   return run;

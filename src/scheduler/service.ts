@@ -461,7 +461,7 @@ export class Scheduler implements Service {
     }
     try {
       await this.deps.store.withSystemTransaction(async (trx) => {
-        await this.rows.insertExecution(row, trx);
+        await this.rows.insertExecution({ ...row, fencingToken: grant?.token }, trx);
         await this.audit(trx, task, 'scheduler.task_triggered', o, now, { executionId: row.id });
       });
     } catch (err) {

@@ -45,6 +45,8 @@ export interface NewExecution {
   now: number;
   leaseUntil: number;
   error?: string;
+  /** Token of a lock taken before the insert (manual triggers). */
+  fencingToken?: number;
 }
 
 /** Converts a task row to the domain type. */
@@ -233,7 +235,7 @@ export class SchedulerStore {
         trigger_kind: e.trigger,
         status: e.status,
         instance_id: e.instanceId,
-        fencing_token: null,
+        fencing_token: e.fencingToken ?? null,
         trace_id: e.traceId,
         started_at: e.now,
         lease_until: finished ? null : e.leaseUntil,

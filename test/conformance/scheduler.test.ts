@@ -230,6 +230,7 @@ describe.each(BACKENDS)('scheduler on %s', (backend) => {
     await d.start();
     const e = await d.scheduler.trigger(name, { actor: 'user:alice', tenant: 'acme' });
     expect(e).toMatchObject({ trigger: 'manual', status: 'running', tenantId: 'acme' });
+    expect(e.fencingToken).toBeGreaterThan(0);
     await d.scheduler.idle();
     expect(await d.scheduler.execution(e.id)).toMatchObject({ status: 'succeeded' });
     expect(ran).toBe(1);
@@ -274,7 +275,7 @@ describe.each(BACKENDS)('scheduler on %s', (backend) => {
     expect(done.durationMs).toBeGreaterThanOrEqual(100);
     // The lock is free again: a new run is admitted.
     const again = await d.scheduler.trigger(name);
-    expect(again.fencingToken ?? 0).toBeGreaterThanOrEqual(0);
+    expect(again.fencingToken).toBeGreaterThan(e.fencingToken!);
     const db = await d.internals.systemDb();
     const alerts = await db
       .selectFrom('alerts')
