@@ -82,6 +82,18 @@ import {
   type TenantTransaction,
 } from './store/index.js';
 import {
+  Scheduler,
+  resolveTaskDefinition,
+  type ExecutionListFilter,
+  type SchedulerActorOptions,
+  type SchedulerOptions,
+  type SchedulerScope,
+  type SchedulerTask,
+  type TaskDefinition,
+  type TaskExecution,
+  type TaskStats,
+} from './scheduler/index.js';
+import {
   JobWorker,
   newWorkerId,
   Reaper,
@@ -139,6 +151,43 @@ export interface CreateDocketOptions<
   failpoint?: (name: Failpoint | EffectFailpoint) => void | Promise<void>;
   /** The transactional outbox: routes from topics to sinks (SPEC O). Default none. */
   outbox?: OutboxOptions;
+  /** The cron scheduler (SPEC S): tasks and tick settings. Default no tasks. */
+  scheduler?: SchedulerOptions;
+}
+
+/** The cron scheduler of a Docket instance (SPEC S-1 … S-5). */
+export interface DocketScheduler {
+  /** Registers a task (validated now: SCHEDULE_INVALID, VALIDATION_FAILED); persisted on start. */
+  register(task: TaskDefinition): void;
+  /** Tasks visible to the scope (a tenant's, or every task without one), by name. */
+  list(scope?: SchedulerScope): Promise<SchedulerTask[]>;
+  /** One task; TASK_NOT_FOUND. */
+  get(name: string, scope?: SchedulerScope): Promise<SchedulerTask>;
+  /** Enables cron ticks (audited), effective on every instance's next pass. */
+  enable(name: string, options?: SchedulerActorOptions): Promise<SchedulerTask>;
+  /** Disables cron ticks (audited), effective on every instance's next pass. */
+  disable(name: string, options?: SchedulerActorOptions): Promise<SchedulerTask>;
+  /** Overrides the schedule, or restores the code's with null (audited); SCHEDULE_INVALID. */
+  updateSchedule(
+    name: string,
+    schedule: { cron: string; timezone?: string } | null,
+    options?: SchedulerActorOptions,
+  ): Promise<SchedulerTask>;
+  /** Runs a task now through the lock path (audited); TASK_DISABLED, TASK_RUNNING. */
+  trigger(name: string, options?: SchedulerActorOptions): Promise<TaskExecution>;
+  /** A page of executions, newest first. */
+  executions(
+    filter?: ExecutionListFilter,
+    scope?: SchedulerScope,
+  ): Promise<{ items: TaskExecution[]; nextCursor: string | null }>;
+  /** One execution; EXECUTION_NOT_FOUND. */
+  execution(id: string, scope?: SchedulerScope): Promise<TaskExecution>;
+  /** Per-task stats over a window (default 24 h). */
+  stats(options?: SchedulerScope & { task?: string; windowMs?: number }): Promise<TaskStats[]>;
+  /** One scheduler pass now (tests drive time with a ManualClock and call this). */
+  runOnce(): Promise<TaskExecution[]>;
+  /** Waits until every run this instance started is recorded as finished. */
+  idle(): Promise<void>;
 }
 
 /** A transaction handed out by withTransaction; Docket's `…Tx` writes join it. */
@@ -311,6 +360,8 @@ export interface Docket<M extends JobMap = JobMap, D extends AuditDefinition = A
     /** Moves every expired provider call to `unknown` (or retryable `failed`) now; returns how many. */
     sweepOnce(): Promise<number>;
   };
+  /** The cron scheduler (SPEC S). */
+  readonly scheduler: DocketScheduler;
   /** The dead-letter queue. */
   readonly dlq: {
     /** A page of dead-lettered jobs. */
@@ -506,6 +557,31 @@ export function createDocket<
     }
     return auditService;
   };
+  const taskDefs: TaskDefinition[] = [];
+  const addTask = (t: TaskDefinition) => {
+    const def = resolveTaskDefinition(t);
+    if (taskDefs.some((d) => d.name === def.name)) {
+      throw new DocketError('VALIDATION_FAILED', `task ${def.name} is registered already`, {
+        field: 'name',
+        task: def.name,
+      });
+    }
+    taskDefs.push(t);
+  };
+  for (const t of options.scheduler?.tasks ?? []) addTask(t);
+  let schedulerService: Scheduler | undefined;
+  let started = false;
+  const scheduler = async () => {
+    const { store } = await ready();
+    if (!schedulerService) {
+      schedulerService = new Scheduler({ store, clock, ids, logger }, options.scheduler);
+      for (const t of taskDefs) schedulerService.register(t);
+    }
+    // Rows exist before any read or operator change, even on an instance that never ticks.
+    await schedulerService.sync();
+    return schedulerService;
+  };
+
   /** Enqueues a maintenance job once per interval however many instances run (the key dedupes). */
   const everyInterval = (type: string, every: number) =>
     new IntervalService(
@@ -542,6 +618,8 @@ export function createDocket<
         for (const m of maintenance) await m.start();
       }
       await audit();
+      started = true;
+      if (taskDefs.length) await (await scheduler()).start();
     },
     async migrate() {
       const store = await openStore(config, logger);
@@ -556,6 +634,7 @@ export function createDocket<
       closed = true;
       await reaper?.stop();
       await effectSweeper?.stop();
+      await schedulerService?.stop();
       for (const m of maintenance) await m.stop();
       await Promise.all([...workers].map((w) => w.stop()));
       await Promise.all([...relays].map((r) => r.stop()));
@@ -700,6 +779,28 @@ export function createDocket<
       counts: async (o) =>
         (await ready()).backend.jobCountByStatus({ tenant: requireTenant(o?.tenant) }),
     },
+    scheduler: {
+      register(t) {
+        addTask(t);
+        if (schedulerService) schedulerService.register(t);
+        if (started) {
+          scheduler()
+            .then((s) => s.start())
+            .catch((err: unknown) => logger.error({ err, task: t.name }, 'starting a task failed'));
+        }
+      },
+      list: async (o) => (await scheduler()).listTasks(o),
+      get: async (name, o) => (await scheduler()).getTask(name, o),
+      enable: async (name, o) => (await scheduler()).setEnabled(name, true, o),
+      disable: async (name, o) => (await scheduler()).setEnabled(name, false, o),
+      updateSchedule: async (name, s, o) => (await scheduler()).updateSchedule(name, s, o),
+      trigger: async (name, o) => (await scheduler()).trigger(name, o),
+      executions: async (f, o) => (await scheduler()).listExecutions(f, o),
+      execution: async (id, o) => (await scheduler()).getExecution(id, o),
+      stats: async (o) => (await scheduler()).stats(o),
+      runOnce: async () => (await scheduler()).runOnce(),
+      idle: async () => (await scheduler()).idle(),
+    },
     dlq: {
       list: async (o) => (await jobs()).listDeadLetters(o),
       replay: async (id, o) => (await jobs()).replayDeadLetter(id, o),
@@ -743,6 +844,9 @@ export function createDocket<
         ...[...typeMap.values()].map((o) => 2 * (o.rateLimit?.perMs ?? 0)),
       );
       await backend.rateLimitPrune({ before: now - longest });
+      // Scheduler history past its retention (SPEC S-3) goes with the same maintenance job.
+      const executions = await (await scheduler()).pruneOnce();
+      if (executions) logger.info({ executions }, 'pruned scheduler executions past retention');
       return total;
     },
     audit: {

@@ -94,3 +94,20 @@ export type {
   EmailJobPayload,
   EmailJobResult,
 } from './effects/index.js';
+export type { DocketScheduler } from './docket.js';
+export { DatabaseLockBackend } from './scheduler/index.js';
+export type {
+  ExecutionListFilter,
+  ExecutionStatus,
+  ExecutionTrigger,
+  LockAcquireParams,
+  LockBackend,
+  LockGrant,
+  SchedulerOptions,
+  SchedulerTask,
+  TaskContext,
+  TaskDefinition,
+  TaskExecution,
+  TaskHandler,
+  TaskStats,
+} from './scheduler/index.js';

@@ -12,6 +12,10 @@ export const BUILTIN_AUDIT_ACTIONS = [
   'effect.unknown',
   'effect.resolved',
   'audit.config_updated',
+  'scheduler.task_enabled',
+  'scheduler.task_disabled',
+  'scheduler.task_rescheduled',
+  'scheduler.task_triggered',
   'http.post',
   'http.put',
   'http.patch',
@@ -27,6 +31,7 @@ export const BUILTIN_AUDIT_RESOURCES = [
   'outbox_event',
   'effect',
   'audit_config',
+  'scheduler_task',
   'http',
 ] as const;
 

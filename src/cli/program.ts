@@ -9,6 +9,7 @@ import { migrateCommand } from './migrate.js';
 import { outboxCommand } from './outbox.js';
 import { processCommand } from './process.js';
 import { startCommand } from './start.js';
+import { tasksCommand } from './tasks.js';
 import { tenantsCommand } from './tenants.js';
 import { workerCommand } from './worker.js';
 
@@ -25,6 +26,7 @@ export function buildProgram(): Command {
     .addCommand(dlqCommand())
     .addCommand(outboxCommand())
     .addCommand(effectsCommand())
+    .addCommand(tasksCommand())
     .addCommand(auditCommand())
     .addCommand(tenantsCommand())
     .addCommand(keysCommand())

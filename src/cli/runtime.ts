@@ -7,6 +7,7 @@ import { DocketError } from '../core/errors.js';
 import type { JobHandler, JobTypeOptions } from '../jobs/index.js';
 import type { AuditDefinition } from '../audit/index.js';
 import type { OutboxOptions } from '../outbox/service.js';
+import type { TaskDefinition } from '../scheduler/index.js';
 
 /** What the module named by DOCKET_HANDLERS provides. */
 export interface HandlersModule {
@@ -18,6 +19,8 @@ export interface HandlersModule {
   auditDefinition?: AuditDefinition;
   /** Outbox routes and sinks (SPEC O); with routes, `docket start` also runs a relay. */
   outbox?: OutboxOptions;
+  /** Scheduler tasks (SPEC S-1); `docket start` runs them. Default none. */
+  tasks?: TaskDefinition[];
 }
 
 /** Structured JSON logs go to stderr so stdout stays for the human-readable output. */
@@ -81,7 +84,14 @@ export async function loadHandlersModule(
       { path },
     );
   }
+  const tasks = mod.tasks;
+  if (tasks !== undefined && !Array.isArray(tasks)) {
+    throw new DocketError('CONFIG_INVALID', `\`tasks\` of ${path} must be an array of tasks`, {
+      path,
+    });
+  }
   return {
+    tasks: tasks as TaskDefinition[] | undefined,
     outbox: outbox as OutboxOptions | undefined,
     handlers: handlers as HandlersModule['handlers'],
     jobTypes: jobTypes as HandlersModule['jobTypes'],
@@ -98,7 +108,7 @@ export async function openDocket(
   logger: Logger,
   extra: Omit<
     CreateDocketOptions<Record<string, unknown>>,
-    'handlers' | 'jobTypes' | 'logger' | 'auditDefinition' | 'outbox'
+    'handlers' | 'jobTypes' | 'logger' | 'auditDefinition' | 'outbox' | 'scheduler'
   > = {},
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<Docket> {
@@ -113,6 +123,7 @@ export async function openDocket(
     jobTypes: mod?.jobTypes,
     auditDefinition: mod?.auditDefinition,
     outbox: mod?.outbox,
+    scheduler: mod?.tasks ? { tasks: mod.tasks } : undefined,
   });
 }
 

@@ -17,7 +17,7 @@ const DEFAULT_SHUTDOWN_MS = 30_000;
 export function startCommand(): Command {
   return new Command('start')
     .description(
-      'run the service: HTTP API, a worker and, with outbox routes, a relay (DOCKET_HOST, DOCKET_PORT, DOCKET_CONCURRENCY, DOCKET_HANDLERS, DOCKET_RELAY)',
+      'run the service: HTTP API, a worker, the scheduler and, with outbox routes, a relay (DOCKET_HOST, DOCKET_PORT, DOCKET_CONCURRENCY, DOCKET_HANDLERS, DOCKET_RELAY)',
     )
     .action(async () => {
       const env = process.env;
@@ -34,7 +34,8 @@ export function startCommand(): Command {
       await worker.start();
       // The DOCKET_HANDLERS module's outbox routes get a relay here (DOCKET_RELAY=0: none, for
       // a deployment that runs its relays elsewhere). The import is cached: same module.
-      const routes = (await loadHandlersModule(env.DOCKET_HANDLERS))?.outbox?.routes ?? [];
+      const mod = await loadHandlersModule(env.DOCKET_HANDLERS);
+      const routes = mod?.outbox?.routes ?? [];
       const relay =
         routes.length > 0 && env.DOCKET_RELAY !== '0'
           ? await docket.outbox.createRelay()
@@ -56,6 +57,8 @@ export function startCommand(): Command {
       );
       say(`Docket is listening on ${address} (worker ${worker.id}, concurrency ${concurrency})`);
       if (relay) say(`Outbox relay running for ${routes.length} route(s)`);
+      // docket.start() started the scheduler for the module's tasks.
+      if (mod?.tasks?.length) say(`Scheduler running ${mod.tasks.length} task(s)`);
       say(`OpenAPI document: ${address}/v1/openapi.json`);
 
       await untilStopped(logger, shutdownMs + 5_000, async () => {

@@ -4,7 +4,12 @@ import type { Docket } from '../docket.js';
 import { DocketError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { JobMap } from '../jobs/index.js';
-import { readTraceparent, requireApiKey, requireOperator } from './auth.js';
+import {
+  readTraceparent,
+  requireApiKey,
+  requireApiKeyOrOperator,
+  requireOperator,
+} from './auth.js';
 import { errorBodySchema, httpErrorHandler, routeNotFound } from './errors.js';
 import { dlqRoutes } from './routes/dlq.js';
 import { outboxEventSchema, outboxRoutes, webhookDeliverySchema } from './routes/outbox.js';
@@ -14,6 +19,12 @@ import { jobRoutes } from './routes/jobs.js';
 import { queueRoutes } from './routes/queue.js';
 import { tenantRoutes } from './routes/tenants.js';
 import { auditEventSchema, auditRoutes } from './routes/audit.js';
+import {
+  schedulerRoutes,
+  taskExecutionSchema,
+  taskSchema,
+  taskStatsSchema,
+} from './routes/scheduler.js';
 import { auditHooks } from './audit-hook.js';
 import { createClientIpResolver } from '../audit/index.js';
 import { dlqItemSchema, jobSchema } from './schemas.js';
@@ -62,6 +73,7 @@ export function buildHttpApp<M extends JobMap>(options: HttpAppOptions<M>): Fast
 
   app.decorateRequest('principal', null);
   app.decorateRequest('traceId', undefined);
+  app.decorateRequest('operator', false);
   app.decorateRequest('createdResourceId', undefined);
   const clientIp = createClientIpResolver(options.trustedProxies ?? []);
   const audit = auditHooks(docket, clientIp, options.logger);
@@ -97,6 +109,9 @@ export function buildHttpApp<M extends JobMap>(options: HttpAppOptions<M>): Fast
   app.addSchema(outboxEventSchema);
   app.addSchema(webhookDeliverySchema);
   app.addSchema(effectSchema);
+  app.addSchema(taskSchema);
+  app.addSchema(taskExecutionSchema);
+  app.addSchema(taskStatsSchema);
 
   void app.register(swagger, {
     openapi: {
@@ -140,6 +155,13 @@ export function buildHttpApp<M extends JobMap>(options: HttpAppOptions<M>): Fast
         void tenantScope.register(effectRoutes(docket));
         void tenantScope.register(queueRoutes(docket));
         void tenantScope.register(auditRoutes(docket, clientIp));
+      });
+      void v1.register(async (schedulerScope) => {
+        schedulerScope.addHook(
+          'onRequest',
+          requireApiKeyOrOperator(docket, options.operatorSecret),
+        );
+        void schedulerScope.register(schedulerRoutes(docket));
       });
       void v1.register(async (operatorScope) => {
         operatorScope.addHook('onRequest', requireOperator(options.operatorSecret));

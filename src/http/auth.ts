@@ -9,6 +9,8 @@ declare module 'fastify' {
     principal: Principal | null;
     /** Trace id from the W3C `traceparent` header, if one was sent. */
     traceId: string | undefined;
+    /** True when the request carried the operator secret (routes behind requireApiKeyOrOperator). */
+    operator: boolean;
   }
 }
 
@@ -40,6 +42,28 @@ export function requireOperator(operatorSecret: string | undefined) {
       });
     }
   };
+}
+
+/**
+ * onRequest hook for routes both tenants and operators use (scheduler): the operator secret
+ * (constant-time) marks the request as the operator's, any other token must be an API key.
+ */
+export function requireApiKeyOrOperator(docket: KeyStore, operatorSecret: string | undefined) {
+  return async (req: FastifyRequest): Promise<void> => {
+    const token = bearerToken(req);
+    if (operatorSecret && token && constantTimeEqual(token, operatorSecret)) {
+      req.operator = true;
+      return;
+    }
+    req.principal = await verifyApiKey(docket, token);
+  };
+}
+
+/** The actor and visibility scope of a request behind requireApiKeyOrOperator. */
+export function scopeOf(req: FastifyRequest): { tenant?: string; actor: string } {
+  if (req.operator) return { actor: 'operator' };
+  const p = principalOf(req);
+  return { tenant: p.tenant, actor: p.actor };
 }
 
 /** onRequest hook: reads the W3C `traceparent` header into `req.traceId`. */

@@ -6,7 +6,8 @@ import { JOB_STATUSES } from '../jobs/index.js';
 
 /** An ISO 8601 date-time string. */
 export const isoTime = { type: 'string', format: 'date-time' } as const;
-const isoTimeOrNull = { type: ['string', 'null'], format: 'date-time' } as const;
+/** JSON schema of an ISO 8601 time or null. */
+export const isoTimeOrNull = { type: ['string', 'null'], format: 'date-time' } as const;
 const anyJson = {} as const;
 
 /** Job type names: as JOB_TYPE_PATTERN in the jobs module. */
@@ -144,7 +145,8 @@ export const jobIdParamsSchema = (name: string) =>
   }) as const;
 
 const iso = (ms: number): string => new Date(ms).toISOString();
-const isoOrNull = (ms: number | null): string | null => (ms === null ? null : iso(ms));
+/** Epoch ms as ISO 8601, null stays null. */
+export const isoOrNull = (ms: number | null): string | null => (ms === null ? null : iso(ms));
 
 /** A JobError with an ISO time. */
 export type JobErrorDto = Omit<JobError, 'at'> & { at: string };

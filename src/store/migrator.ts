@@ -19,6 +19,9 @@ export const DOCKET_TABLES = [
   'outbox_consumed',
   'webhook_deliveries',
   'effects',
+  'scheduler_tasks',
+  'scheduler_executions',
+  'scheduler_locks',
 ] as const;
 
 /** Runs Docket's migrations for one dialect through Kysely's Migrator (which locks). */

@@ -151,6 +151,9 @@ export interface DocketDatabase {
   outbox_consumed: OutboxConsumedTable;
   webhook_deliveries: WebhookDeliveriesTable;
   effects: EffectsTable;
+  scheduler_tasks: SchedulerTasksTable;
+  scheduler_executions: SchedulerExecutionsTable;
+  scheduler_locks: SchedulerLocksTable;
 }
 
 /** An outbox event (SPEC O-1); JSON columns as text. */
@@ -234,4 +237,52 @@ export interface EffectsTable {
   created_at: number;
   updated_at: number;
   sent_at: number | null;
+}
+
+/** A scheduler task: its definition from code plus runtime state (migration 012). */
+export interface SchedulerTasksTable {
+  name: string;
+  tenant_id: string;
+  cron_default: string;
+  timezone_default: string;
+  cron_override: string | null;
+  timezone_override: string | null;
+  /** 0 or 1 on every dialect. */
+  enabled: number;
+  timeout_ms: number;
+  grace_ms: number;
+  priority: number;
+  overlap: string;
+  catch_up: string;
+  next_due_at: number | null;
+  version: number;
+  created_at: number;
+  updated_at: number;
+}
+
+/** One run of a scheduler task (SPEC S-3). */
+export interface SchedulerExecutionsTable {
+  id: string;
+  task: string;
+  tenant_id: string;
+  scheduled_for: number;
+  trigger_kind: string;
+  status: string;
+  instance_id: string;
+  fencing_token: number | null;
+  trace_id: string;
+  started_at: number;
+  lease_until: number | null;
+  finished_at: number | null;
+  duration_ms: number | null;
+  error: string | null;
+  stack: string | null;
+}
+
+/** A lease lock with a fencing token (SPEC S-2). */
+export interface SchedulerLocksTable {
+  name: string;
+  owner: string | null;
+  token: number;
+  expires_at: number;
 }

@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 
 const script = fileURLToPath(new URL('./worker-process.ts', import.meta.url));
 const relayScript = fileURLToPath(new URL('./relay-process.ts', import.meta.url));
+const schedulerScript = fileURLToPath(new URL('./scheduler-process.ts', import.meta.url));
 const root = fileURLToPath(new URL('../..', import.meta.url));
 
 /** A child worker process and a promise of its exit. */
@@ -20,6 +21,11 @@ export function spawnWorker(env: Record<string, string>): Promise<WorkerProcess>
 /** Spawns test/helpers/relay-process.ts (an outbox relay) and waits until it prints "ready". */
 export function spawnRelay(env: Record<string, string>): Promise<WorkerProcess> {
   return spawnReady(relayScript, env);
+}
+
+/** Spawns test/helpers/scheduler-process.ts (a scheduler instance) and waits until it prints "ready". */
+export function spawnScheduler(env: Record<string, string>): Promise<WorkerProcess> {
+  return spawnReady(schedulerScript, env);
 }
 
 async function spawnReady(file: string, env: Record<string, string>): Promise<WorkerProcess> {

@@ -61,6 +61,9 @@ for (const backend of BACKENDS) {
           // With outbox routes in the module, the service also runs a relay.
           `export const outbox = { routes: [{ topic: 'order.*', sink: 'hook' }],`,
           `  sinks: { hook: { kind: 'webhook', url: ${JSON.stringify(hookUrl)}, secret: 's3cret' } } };`,
+          // Scheduler tasks in the module run in the service.
+          `export const tasks = [{ name: 'heartbeat', tenant: 'default', cron: '* * * * * *',`,
+          `  handler: async () => 'beat' }];`,
         ].join('\n'),
       );
       const port = await freePort();
@@ -176,6 +179,23 @@ for (const backend of BACKENDS) {
         topic: 'order.paid',
         payload: { total: 5 },
       });
+
+      // The module's every-second task runs in the service, visible to the tenant's key.
+      expect(stdout).toContain('Scheduler running 1 task(s)');
+      const beats = await waitFor(
+        async () => {
+          const res = await fetch(
+            `${url}/v1/scheduler/executions?task=heartbeat&status=succeeded`,
+            {
+              headers,
+            },
+          );
+          const page = (await res.json()) as { items: { status: string }[] };
+          return page.items.length >= 2 ? page.items : undefined;
+        },
+        { what: 'the heartbeat task to run in the service' },
+      );
+      expect(beats[0]?.status).toBe('succeeded');
 
       proc.kill('SIGTERM');
       const exit = await exited;

@@ -6,6 +6,7 @@ import { m006FairClaims } from './006-fair-claims.js';
 import { m007Outbox } from './007-outbox.js';
 import { m008WebhookDeliveries } from './008-webhook-deliveries.js';
 import { m009Effects } from './009-effects.js';
+import { m012Scheduler } from './012-scheduler.js';
 
 /** A numbered, never-edited migration with one statement list per dialect. */
 export interface DocketMigration {
@@ -29,4 +30,5 @@ export const MIGRATIONS: readonly DocketMigration[] = [
   m007Outbox,
   m008WebhookDeliveries,
   m009Effects,
+  m012Scheduler,
 ];

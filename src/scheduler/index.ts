@@ -1,0 +1,15 @@
+// The scheduler's public face (SPEC S): other folders import only from here.
+export {
+  Scheduler,
+  resolveTaskDefinition,
+  type SchedulerDeps,
+  type SchedulerOptions,
+} from './service.js';
+export {
+  DatabaseLockBackend,
+  type LockBackend,
+  type LockGrant,
+  type LockAcquireParams,
+} from './locks.js';
+export { parseSchedule, type Schedule } from './cron.js';
+export * from './types.js';

@@ -1,0 +1,187 @@
+// Runs one claimed execution: takes the task lock (overlap 'forbid'), calls the handler with an
+// AbortSignal, aborts it at timeoutMs and, if it has not settled graceMs later, records the run
+// as timed_out, releases the lock and raises an alert, whatever the handler does afterwards.
+import { raiseAlert } from '../alerts/index.js';
+import type { Clock } from '../core/clock.js';
+import type { IdGenerator } from '../core/ids.js';
+import type { Logger } from '../core/logger.js';
+import type { Kysely } from 'kysely';
+import type { DocketDatabase } from '../store/schema.js';
+import type { LockBackend, LockGrant } from './locks.js';
+import type { SchedulerStore } from './store.js';
+import type { SchedulerTask, TaskExecution, TaskHandler } from './types.js';
+
+/** What the runner needs. */
+export interface RunnerDeps {
+  rows: SchedulerStore;
+  locks: LockBackend;
+  db: Kysely<DocketDatabase>;
+  clock: Clock;
+  ids: IdGenerator;
+  logger: Logger;
+  /** Lease of locks and execution heartbeats, ms. */
+  leaseMs: number;
+}
+
+/** A run in progress on this instance. */
+export interface ActiveRun {
+  execution: TaskExecution;
+  grant: LockGrant | null;
+  /** Settles when the run is recorded as finished (or was finished by someone else). */
+  done: Promise<void>;
+}
+
+/** The lock name of a task. */
+export function taskLockName(task: string): string {
+  return `scheduler.task:${task}`;
+}
+
+/**
+ * Starts `exec` (already inserted as running). With `grant` the lock is already held (manual
+ * trigger); otherwise an 'forbid' task takes it now and is skipped if it is held.
+ */
+export async function startRun(
+  deps: RunnerDeps,
+  task: SchedulerTask,
+  handler: TaskHandler,
+  exec: TaskExecution,
+  held: LockGrant | null,
+  onDone: () => void,
+): Promise<ActiveRun | null> {
+  let grant = held;
+  if (task.overlap === 'forbid' && !grant) {
+    grant = await deps.locks.lockAcquire({
+      name: taskLockName(task.name),
+      owner: exec.id,
+      leaseMs: deps.leaseMs,
+      now: deps.clock.now(),
+    });
+    if (!grant) {
+      await deps.rows.finishExecution({
+        id: exec.id,
+        status: 'skipped',
+        now: deps.clock.now(),
+        error: 'the previous run still holds the task lock (overlap: forbid)',
+      });
+      onDone();
+      return null;
+    }
+  }
+  // A lock taken here (cron tick) is recorded now; a manual trigger's went in with the insert.
+  if (grant && !held) await deps.rows.setFencingToken(exec.id, grant.token);
+  const run: ActiveRun = { execution: exec, grant, done: Promise.resolve() };
+  run.done = execute(deps, task, handler, exec, grant).finally(onDone);
+  return run;
+}
+
+async function execute(
+  deps: RunnerDeps,
+  task: SchedulerTask,
+  handler: TaskHandler,
+  exec: TaskExecution,
+  grant: LockGrant | null,
+): Promise<void> {
+  const controller = new AbortController();
+  let abortTimer: NodeJS.Timeout | undefined;
+  let graceTimer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<'deadline'>((resolve) => {
+    abortTimer = setTimeout(() => {
+      controller.abort(new Error(`task ${task.name} timed out after ${task.timeoutMs} ms`));
+      graceTimer = setTimeout(() => resolve('deadline'), task.graceMs);
+    }, task.timeoutMs);
+  });
+  const work = (async () => {
+    try {
+      await handler({
+        task: task.name,
+        executionId: exec.id,
+        scheduledFor: exec.scheduledFor,
+        trigger: exec.trigger,
+        fencingToken: grant?.token ?? null,
+        signal: controller.signal,
+        traceId: exec.traceId,
+      });
+      return { ok: true as const };
+    } catch (err) {
+      return { ok: false as const, err };
+    }
+  })();
+  try {
+    const outcome = await Promise.race([work, deadline]);
+    const now = deps.clock.now();
+    if (outcome === 'deadline' || (!outcome.ok && controller.signal.aborted)) {
+      const finished = await deps.rows.finishExecution({
+        id: exec.id,
+        status: 'timed_out',
+        now,
+        error:
+          outcome === 'deadline'
+            ? `did not finish within timeoutMs ${task.timeoutMs} + graceMs ${task.graceMs}`
+            : `aborted at timeoutMs ${task.timeoutMs}: ${errorMessage(outcome.err)}`,
+      });
+      if (finished) await alertTimeout(deps, task, finished);
+      if (outcome === 'deadline') {
+        // The handler ignored its signal: its late result is logged, never recorded.
+        void work.then((late) =>
+          deps.logger.warn(
+            { task: task.name, executionId: exec.id, ok: late.ok },
+            'a timed-out task handler settled after its grace period',
+          ),
+        );
+      }
+    } else if (outcome.ok) {
+      await deps.rows.finishExecution({ id: exec.id, status: 'succeeded', now });
+    } else {
+      await deps.rows.finishExecution({
+        id: exec.id,
+        status: 'failed',
+        now,
+        error: errorMessage(outcome.err),
+        stack: outcome.err instanceof Error ? (outcome.err.stack ?? null) : null,
+      });
+    }
+  } catch (err) {
+    deps.logger.error(
+      { err, task: task.name, executionId: exec.id },
+      'recording a task run failed',
+    );
+  } finally {
+    clearTimeout(abortTimer);
+    clearTimeout(graceTimer);
+    if (grant) {
+      await deps.locks
+        .lockRelease({ grant })
+        .catch((err: unknown) =>
+          deps.logger.error({ err, task: task.name }, 'releasing a task lock failed'),
+        );
+    }
+  }
+}
+
+async function alertTimeout(deps: RunnerDeps, task: SchedulerTask, e: TaskExecution) {
+  await raiseAlert(
+    deps.db,
+    {
+      key: `scheduler.task_timed_out:${task.name}`,
+      source: 'scheduler',
+      severity: 'warning',
+      message: `scheduler task ${task.name} timed out (execution ${e.id})`,
+      details: {
+        task: task.name,
+        executionId: e.id,
+        timeoutMs: task.timeoutMs,
+        graceMs: task.graceMs,
+      },
+      tenantId: task.tenantId,
+    },
+    deps.ids,
+    deps.clock.now(),
+  ).catch((err: unknown) =>
+    deps.logger.error({ err, task: task.name }, 'raising a scheduler timeout alert failed'),
+  );
+}
+
+function errorMessage(err: unknown): string {
+  const m = err instanceof Error ? err.message : String(err);
+  return m.length > 2000 ? m.slice(0, 2000) : m;
+}
