@@ -151,13 +151,14 @@ describe.each(BACKENDS)('outbox relay processes on %s', (backend) => {
       expect(at).toHaveLength(2);
       expect(at[1]).toBeGreaterThanOrEqual(leaseEnd.get(id) as number);
     }
-    // The events it held were finished by the others, as a second attempt.
+    // The events it held were finished by the others, on a later attempt (the second, or a
+    // third when a loaded host let a survivor's 2 s lease lapse too and another took over).
     const retaken = await db
       .selectFrom('outbox_events')
       .select(['status', 'attempts', 'lease_owner'])
       .where('tenant_id', '=', tenant)
       .where('id', 'in', [...leaseEnd.keys()])
       .execute();
-    expect(retaken.every((e) => e.status === 'published' && Number(e.attempts) === 2)).toBe(true);
+    expect(retaken.every((e) => e.status === 'published' && Number(e.attempts) >= 2)).toBe(true);
   });
 });
