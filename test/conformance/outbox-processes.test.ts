@@ -151,14 +151,15 @@ describe.each(BACKENDS)('outbox relay processes on %s', (backend) => {
       expect(at).toHaveLength(2);
       expect(at[1]).toBeGreaterThanOrEqual(leaseEnd.get(id) as number);
     }
-    // The events it held were finished by the others, on a later attempt (the second, or a
-    // third when a loaded host let a survivor's 2 s lease lapse too and another took over).
+    // The events it held all end published: by the others after the lease (attempt 2, or 3 if a
+    // loaded host let a survivor's 2 s lease lapse too), or on attempt 1 when the dead relay's
+    // mark statement had reached PostgreSQL before the kill (the server finishes and commits it).
     const retaken = await db
       .selectFrom('outbox_events')
       .select(['status', 'attempts', 'lease_owner'])
       .where('tenant_id', '=', tenant)
       .where('id', 'in', [...leaseEnd.keys()])
       .execute();
-    expect(retaken.every((e) => e.status === 'published' && Number(e.attempts) >= 2)).toBe(true);
+    expect(retaken.every((e) => e.status === 'published' && Number(e.attempts) >= 1)).toBe(true);
   });
 });
