@@ -8,7 +8,7 @@
 //       without sending.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createDocket, type Docket } from '../../src/index.js';
-import { BACKENDS, createTestStore, waitFor, type TestStore } from '../helpers/backends.js';
+import { QUEUE_BACKENDS, createTestStore, waitFor, type TestStore } from '../helpers/backends.js';
 import { spawnWorker, type WorkerProcess } from '../helpers/processes.js';
 import { startSmtpServer, type TestSmtpServer } from '../helpers/smtp-server.js';
 
@@ -16,7 +16,7 @@ const FROM = 'Shop <noreply@shop.example>';
 const LEASE_MS = 1000;
 const message = { to: 'ada@example.com', subject: 'Receipt', text: 'Paid.' };
 
-describe.each(BACKENDS)('email crash safety on %s', (backend) => {
+describe.each(QUEUE_BACKENDS)('email crash safety on %s', (backend) => {
   let ts: TestStore;
   let smtp: TestSmtpServer;
   let docket: Docket;

@@ -9,7 +9,7 @@ import { simpleParser } from 'mailparser';
 import { afterEach, describe, expect, it } from 'vitest';
 import { classifySmtpError } from '../../src/effects/index.js';
 import { EffectUnknownError, PermanentJobError } from '../../src/index.js';
-import { BACKENDS, useDocketSuite, waitFor } from '../helpers/backends.js';
+import { QUEUE_BACKENDS, useDocketSuite, waitFor } from '../helpers/backends.js';
 import { startSmtpServer, type TestSmtpServer } from '../helpers/smtp-server.js';
 
 let seq = 0;
@@ -22,7 +22,7 @@ const message = {
   headers: { 'X-Order': 'o-42' },
 };
 
-describe.each(BACKENDS)('email on %s', (backend) => {
+describe.each(QUEUE_BACKENDS)('email on %s', (backend) => {
   const suite = useDocketSuite(backend, { pruneIntervalMs: 0 });
   let smtp: TestSmtpServer | undefined;
   afterEach(async () => {
