@@ -517,6 +517,15 @@ export function createDocket<
         (await docket.enqueue(type as keyof M & string, payload as M[keyof M & string], o)).job,
       enqueueMany: async (tenant, items) =>
         (await (await jobs()).enqueueMany(items, { tenant })).map((r) => r.job),
+      enqueueInStore: {
+        enqueueMany: async (trx, tenant, items) =>
+          (await jobs()).enqueueMany(items, { tenant, systemTx: trx }),
+        committed: async (trx) => {
+          const { backend } = await ready();
+          await backend.jobTransactionCommitted?.(trx);
+          backend.notifyJobsAvailable();
+        },
+      },
       tenantOfTx: (tx) => txTenants.get(tx),
       withTransaction: (tenant, fn) => docket.withTransaction(tenant, fn),
     });

@@ -71,10 +71,17 @@ export class JobsService {
   /** Enqueues many jobs for one tenant in one transaction (each item its own options). */
   async enqueueMany(
     items: Array<{ type: string; payload: unknown; options?: EnqueueOptions }>,
-    common: { tenant?: string; tx?: TenantTransaction } = {},
+    common: {
+      tenant?: string;
+      tx?: TenantTransaction;
+      /** A system transaction of Docket's own (the outbox relay's): `tenant` names the tenant. */
+      systemTx?: TenantTransaction;
+    } = {},
   ): Promise<EnqueueResult[]> {
     let tenant: string;
-    if (common.tx) {
+    if (common.systemTx) {
+      tenant = requireTenant(common.tenant);
+    } else if (common.tx) {
       const t = this.deps.tenantOfTx(common.tx);
       if (!t)
         throw new DocketError(
@@ -114,7 +121,7 @@ export class JobsService {
     const outcomes = await this.deps.backend.jobInsertMany({
       tenant,
       jobs: prepared,
-      tx: common.tx,
+      tx: common.systemTx ?? common.tx,
     });
     return outcomes.map((o) => ({ job: o.job, deduplicated: o.kind === 'existing' }));
   }

@@ -12,6 +12,8 @@ import type { Logger } from '../core/logger.js';
 import type { Store } from '../store/index.js';
 import { DocketError } from '../core/errors.js';
 import { backoffDelay } from '../jobs/retry-policy.js';
+import type { Transaction } from 'kysely';
+import type { DocketDatabase } from '../store/schema.js';
 import { topicMatches, type OutboxStore } from './store.js';
 import {
   PermanentSinkError,
@@ -20,6 +22,9 @@ import {
   type OutboxSink,
   type SinkOutcome,
 } from './types.js';
+
+/** The transaction an in-store sink wrote in. */
+type InStoreTransaction = Transaction<DocketDatabase>;
 
 /** Options of a relay. */
 export interface RelayOptions {
@@ -37,6 +42,12 @@ export interface RelayOptions {
   retry?: Pick<RetryPolicy, 'baseMs' | 'capMs'>;
   /** Stable id recorded as the lease owner. Default `hostname:pid:random`. */
   relayId?: string;
+  /**
+   * When every route goes to an in-store sink (the job queue), publish in the claim's own
+   * transaction (`pending → published` in one step, no lease). Default true; false always
+   * leases (`publishing`) first.
+   */
+  inStore?: boolean;
 }
 
 /** What a relay needs. */
@@ -83,6 +94,12 @@ export function createRelay(deps: RelayDeps, o: RelayOptions = {}): OutboxRelay 
     maxAttempts: 1,
   };
   const patterns = [...new Set(deps.routes.map((r) => r.topic))];
+  const routedSinks = [...new Set(deps.routes.map((r) => r.sink))];
+  // In-store publication only when no route leaves the store: a batch is then all or nothing.
+  const inStore =
+    (o.inStore ?? true) &&
+    routedSinks.length > 0 &&
+    routedSinks.every((n) => deps.sinks[n]?.publishInStore !== undefined);
   let running = false;
   let loopDone: Promise<void> | undefined;
   /** Lanes waiting for work, each woken by a wake-up or its poll timer. */
@@ -266,7 +283,65 @@ export function createRelay(deps: RelayDeps, o: RelayOptions = {}): OutboxRelay 
       deps.logger.warn({ eventId: event.id }, 'outbox lease lost before the failure was recorded');
   }
 
+  /**
+   * Publishes one batch inside the claim transaction (in-store sinks only): each event goes to
+   * its routes' sinks in route order, then all are marked published in the same commit. Returns
+   * how many were published, or -1 when the batch was refused (rolled back): the caller then
+   * takes it through the leased path, where each event succeeds or fails on its own.
+   */
+  async function publishInStoreOnce(): Promise<number> {
+    let written: Array<[OutboxSink, InStoreTransaction]> = [];
+    try {
+      const r = await deps.outbox.publishInStore(
+        { now: deps.now(), limit: batchSize, patterns, ordered },
+        async (trx, events) => {
+          written = [];
+          const done = new Map<string, string[]>();
+          const bySink = new Map<string, OutboxEvent[]>();
+          for (const e of events) {
+            const all = [...e.sinksDone];
+            for (const name of sinksFor(e.topic)) {
+              if (all.includes(name)) continue;
+              all.push(name);
+              const list = bySink.get(name);
+              if (list) list.push(e);
+              else bySink.set(name, [e]);
+            }
+            done.set(e.id, all);
+          }
+          for (const [name, list] of bySink) {
+            const sink = deps.sinks[name] as OutboxSink;
+            await sink.publishInStore?.(trx, list);
+            written.push([sink, trx]);
+          }
+          return done;
+        },
+      );
+      for (const [sink, trx] of written) {
+        await sink
+          .inStoreCommitted?.(trx)
+          .catch((err: unknown) =>
+            deps.logger.warn({ err }, 'an in-store sink failed after its transaction committed'),
+          );
+      }
+      return r.events.length;
+    } catch (err) {
+      deps.logger.warn(
+        { err, relayId: id },
+        'an in-store outbox batch was refused; publishing it event by event',
+      );
+      return -1;
+    }
+  }
+
   async function runOnce(): Promise<number> {
+    let fast = 0;
+    if (inStore) {
+      fast = await publishInStoreOnce();
+      // A full batch: more are due. Otherwise the leased claim below takes what the in-store
+      // path does not (expired leases of a relay that died, a refused batch).
+      if (fast === batchSize) return fast;
+    }
     const events = await deps.outbox.claim({
       owner: id,
       now: deps.now(),
@@ -275,7 +350,7 @@ export function createRelay(deps: RelayDeps, o: RelayOptions = {}): OutboxRelay 
       patterns,
       ordered,
     });
-    if (events.length === 0) return 0;
+    if (events.length === 0) return Math.max(0, fast);
     // Keep the leases while the batch is out (a slow sink must not let another relay take over).
     const beat = setInterval(
       () => {
@@ -291,7 +366,7 @@ export function createRelay(deps: RelayDeps, o: RelayOptions = {}): OutboxRelay 
     } finally {
       clearInterval(beat);
     }
-    return events.length;
+    return Math.max(0, fast) + events.length;
   }
 
   /**
@@ -312,7 +387,7 @@ export function createRelay(deps: RelayDeps, o: RelayOptions = {}): OutboxRelay 
         );
       }
       if (!running) break;
-      if (n === batchSize) continue;
+      if (n >= batchSize) continue;
       if (woken) {
         woken = false;
         continue;

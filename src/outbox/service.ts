@@ -16,6 +16,7 @@ import {
   jobsSink,
   webhookSink,
   type EnqueueForSink,
+  type EnqueueInStoreForSink,
   type EnqueueManyForSink,
   type OutboxJobPayload,
 } from './sinks.js';
@@ -108,6 +109,8 @@ export interface OutboxServiceDeps {
   enqueue: EnqueueForSink;
   /** Batch enqueue for one tenant (the jobs sink's batch path). */
   enqueueMany: EnqueueManyForSink;
+  /** Enqueue inside the relay's claim transaction (in-store publication of the jobs sink). */
+  enqueueInStore?: EnqueueInStoreForSink;
   tenantOfTx: (tx: object) => string | undefined;
   withTransaction: <T>(
     tenant: string,
@@ -509,7 +512,12 @@ export class OutboxService {
     for (const [name, c] of Object.entries(this.deps.options.sinks ?? {})) {
       if ('publish' in c) out[name] = c;
       else if (c.kind === 'jobs')
-        out[name] = jobsSink(c.type, this.deps.enqueue, this.deps.enqueueMany);
+        out[name] = jobsSink(
+          c.type,
+          this.deps.enqueue,
+          this.deps.enqueueMany,
+          this.deps.enqueueInStore,
+        );
       else if (c.kind === 'nats') out[name] = this.built(natsSink(c));
       else if (c.kind === 'rabbitmq') out[name] = this.built(rabbitMqSink(c));
       else {

@@ -1,6 +1,8 @@
 // Built-in outbox sinks (SPEC O-6): Docket's own job queue and HTTP webhooks. Each is
 // idempotent by event id where the destination allows it: a job's idempotency key is the event
 // id, and a webhook carries it as `Idempotency-Key`.
+import type { Transaction } from 'kysely';
+import type { DocketDatabase } from '../store/schema.js';
 import { sendWebhook, signWebhook, type WebhookDeliveryRecord } from './webhook-request.js';
 import type { UrlSafetyOptions } from './url-safety.js';
 import {
@@ -37,6 +39,22 @@ export type EnqueueManyForSink = (
   }>,
 ) => Promise<Array<{ id: string }>>;
 
+/** What the jobs sink needs to enqueue inside the relay's claim transaction (a system one). */
+export interface EnqueueInStoreForSink {
+  /** Enqueues one tenant's jobs in `trx`, idempotently by key. */
+  enqueueMany(
+    trx: Transaction<DocketDatabase>,
+    tenant: string,
+    items: Array<{
+      type: string;
+      payload: OutboxJobPayload;
+      options: { idempotencyKey: string; traceId: string };
+    }>,
+  ): Promise<unknown>;
+  /** After `trx` committed: hands its jobs to the queue's dispatch and wakes workers. */
+  committed(trx: Transaction<DocketDatabase>): Promise<void>;
+}
+
 const jobPayload = (event: OutboxEvent): OutboxJobPayload => ({
   eventId: event.id,
   topic: event.topic,
@@ -55,7 +73,13 @@ export function jobsSink(
   type: string,
   enqueue: EnqueueForSink,
   enqueueMany?: EnqueueManyForSink,
+  inStore?: EnqueueInStoreForSink,
 ): OutboxSink {
+  const jobItem = (e: OutboxEvent) => ({
+    type,
+    payload: jobPayload(e),
+    options: { idempotencyKey: `outbox:${e.id}`, traceId: e.traceId },
+  });
   const publish = async (event: OutboxEvent): Promise<SinkReceipt> => {
     const job = await enqueue(type, jobPayload(event), {
       tenant: event.tenantId,
@@ -85,14 +109,7 @@ export function jobsSink(
               try {
                 const jobs = await enqueueMany(
                   tenant,
-                  idx.map((i) => {
-                    const e = events[i] as OutboxEvent;
-                    return {
-                      type,
-                      payload: jobPayload(e),
-                      options: { idempotencyKey: `outbox:${e.id}`, traceId: e.traceId },
-                    };
-                  }),
+                  idx.map((i) => jobItem(events[i] as OutboxEvent)),
                 );
                 idx.forEach((i, k) => {
                   outcomes[i] = { ok: true, receipt: { ref: jobs[k]?.id } };
@@ -108,6 +125,23 @@ export function jobsSink(
           return outcomes;
         }
       : undefined,
+    ...(inStore
+      ? {
+          async publishInStore(trx: Transaction<DocketDatabase>, events: readonly OutboxEvent[]) {
+            const byTenant = new Map<string, OutboxEvent[]>();
+            for (const e of events) {
+              const list = byTenant.get(e.tenantId);
+              if (list) list.push(e);
+              else byTenant.set(e.tenantId, [e]);
+            }
+            // One statement at a time: the transaction has one connection.
+            for (const [tenant, list] of byTenant) {
+              await inStore.enqueueMany(trx, tenant, list.map(jobItem));
+            }
+          },
+          inStoreCommitted: (trx: Transaction<DocketDatabase>) => inStore.committed(trx),
+        }
+      : {}),
   };
 }
 

@@ -1,7 +1,16 @@
 // Outbox rows on both stores (SPEC O-1 … O-5). Every state change is a guarded UPDATE (the
 // expected state and, for a relay, its lease in the WHERE clause), and the database's trigger
 // refuses any transition O-1 does not name, whoever writes.
-import { sql, type ExpressionBuilder, type Transaction } from 'kysely';
+import {
+  CompiledQuery,
+  Kysely,
+  PostgresDialect,
+  sql,
+  type ExpressionBuilder,
+  type PostgresPool,
+  type PostgresPoolClient,
+  type Transaction,
+} from 'kysely';
 import pg from 'pg';
 import { appendAuditEvents, prepareAuditEvent, principalFromActor } from '../audit/index.js';
 import type { JsonValue } from '../audit/content.js';
@@ -44,6 +53,15 @@ function likePattern(pattern: string): string {
   return pattern.replace(/[\\%_]/g, (c) => `\\${c}`).replace(/\*/g, '%');
 }
 
+/** SQLite's claimable condition over `c` (see CLAIMABLE_PG). */
+function sqliteClaimable(patterns: readonly string[], ordered: boolean) {
+  return sql<boolean>`exists (select 1 from json_each(${JSON.stringify(patterns)}) r where c.topic glob r.value)
+      and (${ordered ? 0 : 1} or c.key is null or not exists (
+        select 1 from outbox_events o
+        where o.tenant_id = c.tenant_id and o.key = c.key and o.id < c.id
+          and o.status in ('pending', 'publishing', 'failed')))`;
+}
+
 /** The row as the API shows it. */
 export function rowToEvent(r: OutboxEventsTable): OutboxEvent {
   return {
@@ -80,11 +98,12 @@ export type NewOutboxRow = Omit<
 // The PostgreSQL claim (see OutboxStore.claim for its shape). $1 owner, $2 lease until, $3 now,
 // $4 limit, $5 LIKE patterns, $6 ordered. A named statement on the claim pool's connections:
 // planned once per connection instead of on every claim (1.6–6 ms under load).
-const CLAIMABLE_PG = `c.topic like any($5::text[])
-  and (not $6::boolean or c.key is null or not exists (
+const claimablePg = (patterns: string, ordered: string) => `c.topic like any(${patterns}::text[])
+  and (not ${ordered}::boolean or c.key is null or not exists (
     select 1 from outbox_events o
     where o.tenant_id = c.tenant_id and o.key = c.key and o.id < c.id
       and o.status in ('pending', 'publishing', 'failed')))`;
+const CLAIMABLE_PG = claimablePg('$5', '$6');
 const CLAIM_PG = `
 update outbox_events e
 set status = 'publishing', attempts = e.attempts + 1, lease_owner = $1, lease_until = $2,
@@ -116,9 +135,61 @@ set status = 'published', lease_owner = null, lease_until = null, sinks_done = $
 where tenant_id = $1 and id = any($2::uuid[]) and status = 'publishing' and lease_owner = $3
 returning id`;
 
+// In-store publication (see OutboxStore.publishInStore): the due events, locked for the
+// transaction instead of leased. $1 now, $2 limit, $3 LIKE patterns, $4 ordered.
+const SELECT_DUE_PG = `
+select c.* from outbox_events c
+where c.status in ('pending', 'failed') and c.available_at <= $1 and ${claimablePg('$3', '$4')}
+order by c.available_at, c.id
+limit $2
+for update skip locked`;
+
+// …and marked published in the same transaction: `pending | failed → published`.
+const MARK_IN_STORE_PG = `
+update outbox_events
+set status = 'published', attempts = attempts + 1, sinks_done = $3, published_at = $4,
+    updated_at = $4
+where tenant_id = $1 and id = any($2::uuid[]) and status in ('pending', 'failed')`;
+
+/** Statements of the claim connections run as named (prepared once per connection) statements. */
+const NAMED_ON_CLAIM_POOL = new Map([
+  [SELECT_DUE_PG, 'docket_outbox_select_due'],
+  [MARK_IN_STORE_PG, 'docket_outbox_mark_in_store'],
+]);
+
+/**
+ * A pool for Kysely over the claim connections that sends the statements above as named ones
+ * (Kysely itself has no prepared statements).
+ */
+function namedStatementPool(pool: pg.Pool): PostgresPool {
+  return {
+    async connect() {
+      const client = await pool.connect();
+      return {
+        // Kysely streams no results here, so only the (text, values) form is used.
+        query: ((text: string, values: ReadonlyArray<unknown>) => {
+          const name = NAMED_ON_CLAIM_POOL.get(text);
+          return client.query(name ? { name, text, values: [...values] } : text, [...values]);
+        }) as unknown as PostgresPoolClient['query'],
+        release: () => client.release(),
+      };
+    },
+    end: () => Promise.resolve(),
+  };
+}
+
+/** What a relay's in-store publication of one batch did. */
+export interface InStorePublication {
+  /** The events published (empty when none was due). */
+  events: OutboxEvent[];
+  /** The transaction they were published in (committed). */
+  trx: Transaction<DocketDatabase> | undefined;
+}
+
 /** Outbox reads and guarded writes. */
 export class OutboxStore {
   private claims: pg.Pool | undefined;
+  private claimDb: Kysely<DocketDatabase> | undefined;
 
   constructor(
     private readonly store: Store,
@@ -154,10 +225,116 @@ export class OutboxStore {
     return (this.claims = pool);
   }
 
+  /** Kysely over the claim connections (PostgreSQL), for in-store publication. */
+  private claimKysely(): Kysely<DocketDatabase> {
+    this.claimDb ??= new Kysely<DocketDatabase>({
+      dialect: new PostgresDialect({ pool: namedStatementPool(this.claimPool()) }),
+    });
+    return this.claimDb;
+  }
+
+  /**
+   * In-store publication of one batch (SPEC O-2, O-6; migration 016): in one transaction, the
+   * due events are locked (SKIP LOCKED: relays take disjoint batches) instead of leased, handed
+   * to `publish` with that transaction (it returns each event's sinks accepted), and marked
+   * `published`; all of it commits together or
+   * not at all, so nothing is lost and no event yields two jobs. Only due pending and failed
+   * events are taken (expired leases go through `claim`); per-key ordering holds as in `claim`.
+   * On PostgreSQL the transaction runs on the claim connections, whose commits are asynchronous:
+   * a commit lost in a crash loses the sink's rows and the mark together, and the events are
+   * pending again. A throw from `publish` rolls everything back and is rethrown.
+   */
+  async publishInStore(
+    p: { now: number; limit: number; patterns: readonly string[]; ordered: boolean },
+    publish: (
+      trx: Transaction<DocketDatabase>,
+      events: OutboxEvent[],
+    ) => Promise<ReadonlyMap<string, readonly string[]>>,
+  ): Promise<InStorePublication> {
+    const none: InStorePublication = { events: [], trx: undefined };
+    if (p.patterns.length === 0) return none;
+    const mark = async (
+      trx: Transaction<DocketDatabase>,
+      events: OutboxEvent[],
+      sinksDone: ReadonlyMap<string, readonly string[]>,
+    ) => {
+      // One statement per (tenant, sinks accepted): one for a batch of one tenant and route.
+      const groups = new Map<string, { tenant: string; done: string; ids: string[] }>();
+      for (const e of events) {
+        const done = JSON.stringify(sinksDone.get(e.id) ?? e.sinksDone);
+        const k = `${e.tenantId}\u0000${done}`;
+        const g = groups.get(k);
+        if (g) g.ids.push(e.id);
+        else groups.set(k, { tenant: e.tenantId, done, ids: [e.id] });
+      }
+      let marked = 0;
+      for (const { tenant, ids, done } of groups.values()) {
+        if (this.store.dialect === 'postgres') {
+          const r = await trx.executeQuery(
+            CompiledQuery.raw(MARK_IN_STORE_PG, [tenant, ids, done, p.now]),
+          );
+          marked += Number(r.numAffectedRows ?? 0);
+        } else {
+          const r = await trx
+            .updateTable('outbox_events')
+            .set((eb) => ({
+              status: 'published',
+              attempts: eb('attempts', '+', 1),
+              sinks_done: done,
+              published_at: p.now,
+              updated_at: p.now,
+            }))
+            .where('tenant_id', '=', tenant)
+            .where('id', 'in', ids)
+            .where('status', 'in', ['pending', 'failed'])
+            .executeTakeFirst();
+          marked += Number(r.numUpdatedRows);
+        }
+      }
+      // The rows are locked by this transaction: anything else is a bug, and rolls back.
+      if (marked !== events.length) {
+        throw new Error(`in-store publication marked ${marked} of ${events.length} events`);
+      }
+    };
+    const run = async (trx: Transaction<DocketDatabase>): Promise<InStorePublication> => {
+      const rows =
+        this.store.dialect === 'postgres'
+          ? (
+              await trx.executeQuery<OutboxEventsTable>(
+                CompiledQuery.raw(SELECT_DUE_PG, [
+                  p.now,
+                  p.limit,
+                  p.patterns.map(likePattern),
+                  p.ordered,
+                ]),
+              )
+            ).rows
+          : (
+              await sql<OutboxEventsTable>`
+                select c.* from outbox_events c
+                where c.status in ('pending', 'failed') and c.available_at <= ${p.now}
+                  and ${sqliteClaimable(p.patterns, p.ordered)}
+                order by c.available_at, c.id
+                limit ${p.limit}`.execute(trx)
+            ).rows;
+      if (rows.length === 0) return none;
+      const events = rows.map(rowToEvent);
+      await mark(trx, events, await publish(trx, events));
+      return { events, trx };
+    };
+    if (this.store.dialect === 'postgres') {
+      return this.claimKysely().transaction().execute(run);
+    }
+    return this.store.withSystemTransaction(run);
+  }
+
   /** Closes the claim connections (PostgreSQL). */
   async close(): Promise<void> {
     const pool = this.claims;
     this.claims = undefined;
+    const db = this.claimDb;
+    this.claimDb = undefined;
+    await db?.destroy().catch(() => undefined);
     await pool?.end().catch(() => undefined);
   }
 
@@ -221,12 +398,7 @@ export class OutboxStore {
       });
       return res.rows.map(rowToEvent).sort(byTime);
     }
-    const patterns = JSON.stringify(p.patterns);
-    const claimable = sql`exists (select 1 from json_each(${patterns}) r where c.topic glob r.value)
-      and (${p.ordered ? 0 : 1} or c.key is null or not exists (
-        select 1 from outbox_events o
-        where o.tenant_id = c.tenant_id and o.key = c.key and o.id < c.id
-          and o.status in ('pending', 'publishing', 'failed')))`;
+    const claimable = sqliteClaimable(p.patterns, p.ordered);
     return this.store.withSystemTransaction(async (trx) => {
       const res = await sql<OutboxEventsTable>`
         update outbox_events

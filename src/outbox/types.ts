@@ -1,4 +1,6 @@
+import type { Transaction } from 'kysely';
 import type { JsonValue } from '../audit/content.js';
+import type { DocketDatabase } from '../store/schema.js';
 
 /** The states of an outbox event (SPEC O-1); the database refuses any other transition. */
 export type OutboxStatus = 'pending' | 'publishing' | 'published' | 'failed' | 'dead';
@@ -72,6 +74,14 @@ export interface OutboxSink {
    * has a cheaper batch path. Default: the relay calls `publish` for every event concurrently.
    */
   publishMany?(events: readonly OutboxEvent[], signal: AbortSignal): Promise<SinkOutcome[]>;
+  /**
+   * For a sink whose writes live in Docket's own store (the job queue): writes the events inside
+   * the relay's claim transaction, so they commit with the published mark or not at all. A
+   * throw rolls the whole batch back (the relay then publishes it through `publish`).
+   */
+  publishInStore?(trx: Transaction<DocketDatabase>, events: readonly OutboxEvent[]): Promise<void>;
+  /** Called once the transaction `publishInStore` wrote in has committed (dispatch, wake-ups). */
+  inStoreCommitted?(trx: Transaction<DocketDatabase>): Promise<void>;
   /** Releases connections. */
   close?(): Promise<void>;
 }

@@ -109,8 +109,9 @@ describe.each(BACKENDS)('outbox on %s', (backend) => {
       d.outbox.add(tx, { topic: 'sm', payload: {} }),
     );
     const db = await d.internals.systemDb();
-    // pending → published skips publishing; pending → dead likewise.
-    for (const status of ['published', 'dead', 'failed']) {
+    // pending → dead and pending → failed skip the attempt. (pending → published is the
+    // in-store publication of migration 016; tested below.)
+    for (const status of ['dead', 'failed']) {
       await expect(
         db.updateTable('outbox_events').set({ status }).where('id', '=', e.id).execute(),
       ).rejects.toThrow();
@@ -124,6 +125,17 @@ describe.each(BACKENDS)('outbox on %s', (backend) => {
         .execute(),
     ).rejects.toThrow();
     expect((await d.outbox.get(e.id, { tenant })).status).toBe('pending');
+    // Published is final: nothing takes an event back from it, whoever writes.
+    await db
+      .updateTable('outbox_events')
+      .set({ status: 'published' })
+      .where('id', '=', e.id)
+      .execute();
+    for (const status of ['pending', 'publishing', 'failed', 'dead']) {
+      await expect(
+        db.updateTable('outbox_events').set({ status }).where('id', '=', e.id).execute(),
+      ).rejects.toThrow();
+    }
   });
 
   it('publishes to a jobs sink once per event, and a consumer applies a redelivery once', async () => {
