@@ -853,6 +853,10 @@ export function createDocket<
         ...[...typeMap.values()].map((o) => 2 * (o.rateLimit?.perMs ?? 0)),
       );
       await backend.rateLimitPrune({ before: now - longest });
+      // Final effect ledger rows past their retention (O-8), never unknown or in-flight ones.
+      const effectRows = await (await effects()).purgeOnce(now - config.retention.effectsMs);
+      if (effectRows)
+        logger.info({ effects: effectRows }, 'pruned effect ledger rows past retention');
       // Scheduler history past its retention (SPEC S-3) goes with the same maintenance job.
       const executions = await (await scheduler()).pruneOnce();
       if (executions) logger.info({ executions }, 'pruned scheduler executions past retention');

@@ -67,6 +67,12 @@ export interface DocketConfig {
     succeededMs: number;
     /** Age after which failed jobs that are no longer in the DLQ are pruned, ms. Default 30 days. */
     failedMs: number;
+    /**
+     * Age after which final (`sent`, `failed`) effect ledger rows are pruned, ms; at least
+     * `failedMs`, so no job that could still be replayed loses the record of its effect.
+     * Default 90 days.
+     */
+    effectsMs: number;
   };
   /** Folder for the embedded store and local data. Default `./data`. */
   dataDir: string;
@@ -255,6 +261,7 @@ export function resolveConfig(options: DocketOptions = {}): DocketConfig {
     retention: {
       succeededMs: options.retention?.succeededMs ?? 7 * DAY,
       failedMs: options.retention?.failedMs ?? 30 * DAY,
+      effectsMs: options.retention?.effectsMs ?? 90 * DAY,
     },
     dataDir,
     queue:
@@ -350,6 +357,13 @@ function validateConfig(c: DocketConfig): void {
     ['jobs.leaseMs', c.jobs.leaseMs],
   ];
   positive.push(['retention.failedMs', c.retention.failedMs]);
+  if (!(c.retention.effectsMs >= c.retention.failedMs)) {
+    throw new DocketError(
+      'CONFIG_INVALID',
+      'retention.effectsMs must be at least retention.failedMs: a failed job replayed from the DLQ would otherwise repeat an effect whose record was pruned',
+      { name: 'retention.effectsMs', value: c.retention.effectsMs },
+    );
+  }
   if (c.store.dialect === 'postgres') positive.push(['store.poolSize', c.store.poolSize]);
   positive.push(
     ['audit.retentionDays', c.audit.retentionDays],
@@ -477,6 +491,7 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): DocketOpti
     retention: {
       succeededMs: num('DOCKET_RETENTION_SUCCEEDED_MS'),
       failedMs: num('DOCKET_RETENTION_FAILED_MS'),
+      effectsMs: num('DOCKET_RETENTION_EFFECTS_MS'),
     },
     queue:
       queue === 'redis'

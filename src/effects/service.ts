@@ -419,6 +419,19 @@ export class EffectsService {
     return moved;
   }
 
+  /**
+   * Removes final (`sent`, `failed`) effects last changed before `before`, in batches; `unknown`
+   * and in-flight ones are kept whatever their age. Returns how many. `docket.prune` runs it.
+   */
+  async purgeOnce(before: number): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const n = await this.rows.purge({ before, limit: 1000 });
+      total += n;
+      if (n < 1000) return total;
+    }
+  }
+
   /** One effect (EFFECT_NOT_FOUND if absent or another tenant's). */
   async get(tenant: string, key: string): Promise<Effect> {
     const e = await this.rows.get(tenant, key);

@@ -1,6 +1,7 @@
 // Effect ledger rows on both stores (SPEC O-8). Every state change is a guarded UPDATE (the
 // expected state and, for a provider call, its attempt token in the WHERE clause), and the
 // database's trigger refuses any transition O-8 does not name, whoever writes.
+import { randomBytes } from 'node:crypto';
 import type { Transaction } from 'kysely';
 import { appendAuditEvents, prepareAuditEvent, principalFromActor } from '../audit/index.js';
 import type { JsonValue } from '../audit/content.js';
@@ -333,6 +334,28 @@ export class EffectStore {
     return this.store.withSystemTransaction((trx) =>
       this.expire(trx, { ...p, actor: 'system:effects' }),
     );
+  }
+
+  /**
+   * Removes up to `limit` final (`sent`, `failed`) effects last changed before `before`, across
+   * tenants (SPEC O-8 retention; migration 017). The guard row lets the ledger's trigger accept
+   * these deletes and no others; it never commits. Returns how many were removed.
+   */
+  async purge(p: { before: number; limit: number }): Promise<number> {
+    return this.store.withSystemTransaction(async (trx) => {
+      const txid = randomBytes(12).toString('hex');
+      await trx.insertInto('effects_purge_guard').values({ txid }).execute();
+      const due = trx
+        .selectFrom('effects')
+        .select('id')
+        .where('state', 'in', ['sent', 'failed'])
+        .where('updated_at', '<', p.before)
+        .orderBy('updated_at')
+        .limit(p.limit);
+      const r = await trx.deleteFrom('effects').where('id', 'in', due).executeTakeFirst();
+      await trx.deleteFrom('effects_purge_guard').where('txid', '=', txid).execute();
+      return Number(r.numDeletedRows);
+    });
   }
 
   /** One effect of a tenant, or null. */

@@ -13,6 +13,7 @@ export const DOCKET_TABLES = [
   'audit_checkpoints',
   'audit_settings',
   'audit_purge_guard',
+  'effects_purge_guard',
   'alerts',
   'rate_counters',
   'outbox_events',

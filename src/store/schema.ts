@@ -107,7 +107,7 @@ export interface AuditSettingsTable {
   updated_at: number;
 }
 
-/** Rows present only inside a purge transaction; the append-only trigger lets deletes pass then. */
+/** Rows present only inside a purge transaction (audit_purge_guard, effects_purge_guard); the append-only triggers let deletes pass then. */
 export interface AuditPurgeGuardTable {
   txid: string;
 }
@@ -145,6 +145,7 @@ export interface DocketDatabase {
   audit_checkpoints: AuditCheckpointsTable;
   audit_settings: AuditSettingsTable;
   audit_purge_guard: AuditPurgeGuardTable;
+  effects_purge_guard: AuditPurgeGuardTable;
   alerts: AlertsTable;
   rate_counters: RateCountersTable;
   outbox_events: OutboxEventsTable;

@@ -452,4 +452,66 @@ describe.each(BACKENDS)('effect ledger on %s', (backend) => {
     expect((await d.effects.get('raw', { tenant })).state).toBe('sending');
     expect((await d.effects.get('done', { tenant })).state).toBe('sent');
   });
+  // Last in the file: pruneOnce purges across tenants, so earlier tests' final rows may go too.
+  it('prunes final effects past retention and keeps unknown ones; only the purge can delete', async () => {
+    const DAY = 86_400_000;
+    const clock = new ManualClock(Date.now());
+    const d = suite.make({
+      clock,
+      pruneIntervalMs: 0,
+      retention: { failedMs: DAY, effectsMs: 2 * DAY },
+    });
+    const tenant = unique('t');
+    await d.effects.run(null, { key: 'old-sent', payload: {}, tenant }, provider().fn);
+    await expect(
+      d.effects.run(null, { key: 'old-failed', payload: {}, tenant }, async () => {
+        throw new PermanentJobError('550 rejected');
+      }),
+    ).rejects.toThrow('550');
+    const db = await d.internals.systemDb();
+    const sent = await db
+      .selectFrom('effects')
+      .selectAll()
+      .where('tenant_id', '=', tenant)
+      .where('key', '=', 'old-sent')
+      .executeTakeFirstOrThrow();
+    // An unknown effect as old as the others (written directly: the state needs a lost call).
+    await db
+      .insertInto('effects')
+      .values({
+        ...sent,
+        id: '00000000-0000-7000-8000-0000000000aa',
+        key: 'old-unknown',
+        state: 'unknown',
+      })
+      .execute();
+    clock.advance(3 * DAY);
+    await d.effects.run(null, { key: 'new-sent', payload: {}, tenant }, provider().fn);
+    await d.pruneOnce();
+    const keys = (await d.effects.list({}, { tenant })).items.map((e) => e.key).sort();
+    expect(keys).toEqual(['new-sent', 'old-unknown']);
+    // Outside the purge the ledger still refuses every delete, of final rows too.
+    await expect(
+      db
+        .deleteFrom('effects')
+        .where('tenant_id', '=', tenant)
+        .where('key', '=', 'new-sent')
+        .execute(),
+    ).rejects.toThrow();
+    // Even inside a purge's guard, an unknown effect cannot be deleted.
+    await expect(
+      db.transaction().execute(async (trx) => {
+        await trx.insertInto('effects_purge_guard').values({ txid: 'test' }).execute();
+        await trx
+          .deleteFrom('effects')
+          .where('tenant_id', '=', tenant)
+          .where('key', '=', 'old-unknown')
+          .execute();
+      }),
+    ).rejects.toThrow();
+    // A retention shorter than the failed-job one would let a DLQ replay repeat an effect.
+    expect(() => suite.make({ retention: { failedMs: 2 * DAY, effectsMs: DAY } })).toThrow(
+      expect.objectContaining({ code: 'CONFIG_INVALID' }) as Error,
+    );
+  });
 });

@@ -8,6 +8,7 @@ import { m008WebhookDeliveries } from './008-webhook-deliveries.js';
 import { m009Effects } from './009-effects.js';
 import { m012Scheduler } from './012-scheduler.js';
 import { m016OutboxInStorePublish } from './016-outbox-in-store-publish.js';
+import { m017EffectsRetention } from './017-effects-retention.js';
 
 /** A numbered, never-edited migration with one statement list per dialect. */
 export interface DocketMigration {
@@ -33,4 +34,5 @@ export const MIGRATIONS: readonly DocketMigration[] = [
   m009Effects,
   m012Scheduler,
   m016OutboxInStorePublish,
+  m017EffectsRetention,
 ];
