@@ -67,10 +67,13 @@ function prepareCandidates(list: unknown): ProposalCandidate[] | null {
   const seen = new Set<string>();
   return list.map((c: unknown, i) => {
     const field = `candidates[${i}]`;
-    if (!c || typeof c !== 'object' || Array.isArray(c)) throw bad(field, 'a candidate is an object');
+    if (!c || typeof c !== 'object' || Array.isArray(c))
+      throw bad(field, 'a candidate is an object');
     const { id, changes, summary, ...rest } = c as Record<string, unknown>;
     if (Object.keys(rest).length) {
-      throw bad(field, 'a candidate has only id, changes and summary', { unknown: Object.keys(rest) });
+      throw bad(field, 'a candidate has only id, changes and summary', {
+        unknown: Object.keys(rest),
+      });
     }
     if (typeof id !== 'string' || !CANDIDATE_ID.test(id)) {
       throw bad(`${field}.id`, 'a candidate id is 1–100 of A-Z a-z 0-9 _ . : -');
@@ -155,7 +158,10 @@ export function prepareApply(input: ProposalApplyInput): PreparedApply {
     );
   }
   const candidateId = input.candidateId ?? null;
-  if (candidateId !== null && (typeof candidateId !== 'string' || !CANDIDATE_ID.test(candidateId))) {
+  if (
+    candidateId !== null &&
+    (typeof candidateId !== 'string' || !CANDIDATE_ID.test(candidateId))
+  ) {
     throw bad('candidateId', 'a candidate id is 1–100 of A-Z a-z 0-9 _ . : -');
   }
   const requestJson = encode('request', input.request ?? null);

@@ -62,8 +62,7 @@ const RESULT_LIMIT_BYTES = 64 * 1024;
 const SYSTEM_ACTOR = 'system:proposals';
 
 type Decision =
-  | { kind: 'applied'; outcome: ProposalApplyOutcome }
-  | { kind: 'refused'; error: DocketError };
+  { kind: 'applied'; outcome: ProposalApplyOutcome } | { kind: 'refused'; error: DocketError };
 
 /** Validates proposals options (CONFIG_INVALID) and fills the defaults. */
 export function resolveProposalsOptions(o: ProposalsOptions = {}) {
@@ -204,10 +203,16 @@ export class ProposalsService {
       applied_candidate: null,
       applied_key: null,
     });
-    await this.audit(trx, proposal, 'proposal.created', { actor, traceId, now }, {
-      target: p.target,
-      expiresAt: p.expiresAt,
-    });
+    await this.audit(
+      trx,
+      proposal,
+      'proposal.created',
+      { actor, traceId, now },
+      {
+        target: p.target,
+        expiresAt: p.expiresAt,
+      },
+    );
     return proposal;
   }
 
@@ -308,10 +313,16 @@ export class ProposalsService {
     // callback's writes must not commit without the decision.
     if (!applied) throw new DocketError('PROPOSAL_NOT_OPEN', `proposal ${id} is not open`);
     await this.storeOutcome(trx, applied, p, ctx, now, { result });
-    await this.audit(trx, applied, 'proposal.applied', { ...ctx, now }, {
-      idempotencyKey: p.idempotencyKey,
-      ...(p.candidateId ? { candidateId: p.candidateId } : {}),
-    });
+    await this.audit(
+      trx,
+      applied,
+      'proposal.applied',
+      { ...ctx, now },
+      {
+        idempotencyKey: p.idempotencyKey,
+        ...(p.candidateId ? { candidateId: p.candidateId } : {}),
+      },
+    );
     return {
       kind: 'applied',
       outcome: {
@@ -362,10 +373,14 @@ export class ProposalsService {
       const proposal = await proposalRows.lock(trx, tenant, id);
       if (!proposal) throw notFound(id);
       if (proposal.state !== 'open') {
-        return new DocketError('PROPOSAL_NOT_OPEN', `proposal ${id} is ${proposal.state}, not open`, {
-          proposalId: id,
-          state: proposal.state,
-        });
+        return new DocketError(
+          'PROPOSAL_NOT_OPEN',
+          `proposal ${id} is ${proposal.state}, not open`,
+          {
+            proposalId: id,
+            state: proposal.state,
+          },
+        );
       }
       const now = this.deps.clock.now();
       const expired = now >= proposal.expiresAt;
@@ -399,9 +414,7 @@ export class ProposalsService {
   async get(id: string, o: { tenant?: string } = {}): Promise<Proposal> {
     const tenant = requireTenant(o.tenant);
     if (typeof id !== 'string' || !isUuid(id)) throw notFound(String(id));
-    const proposal = await this.withTenant(tenant, (trx) =>
-      proposalRows.get(trx, tenant, id),
-    );
+    const proposal = await this.withTenant(tenant, (trx) => proposalRows.get(trx, tenant, id));
     if (!proposal) throw notFound(id);
     return proposal;
   }
@@ -516,11 +529,11 @@ function replay(proposal: Proposal, stored: StoredApply, p: PreparedApply): Deci
   const code = (stored.error_code ?? 'INTERNAL') as ErrorCode;
   return {
     kind: 'refused',
-    error: new DocketError(
-      code in ERROR_CODES ? code : 'INTERNAL',
-      stored.error_message ?? code,
-      { proposalId: proposal.id, state: proposal.state, replayed: true },
-    ),
+    error: new DocketError(code in ERROR_CODES ? code : 'INTERNAL', stored.error_message ?? code, {
+      proposalId: proposal.id,
+      state: proposal.state,
+      replayed: true,
+    }),
   };
 }
 

@@ -51,7 +51,11 @@ export interface ProposalDecision {
 export const proposalRows = {
   /** Inserts a new `open` proposal. */
   async insert(trx: Trx, row: ProposalsTable): Promise<Proposal> {
-    const stored = await trx.insertInto('proposals').values(row).returningAll().executeTakeFirstOrThrow();
+    const stored = await trx
+      .insertInto('proposals')
+      .values(row)
+      .returningAll()
+      .executeTakeFirstOrThrow();
     return rowToProposal(stored);
   },
 
