@@ -183,7 +183,7 @@ export interface DocketProposals {
   /**
    * Applies a proposal in one transaction with its kind's callback, once per proposal; the same
    * key and request replay the stored outcome. IDEMPOTENCY_CONFLICT, PROPOSAL_EXPIRED,
-   * PROPOSAL_STALE, PROPOSAL_NOT_OPEN, PROPOSAL_NOT_FOUND, PROPOSAL_CANDIDATE_UNKNOWN.
+   * PROPOSAL_STALE, PROPOSAL_NOT_OPEN, PROPOSAL_NOT_FOUND, PROPOSAL_NO_CANDIDATE.
    */
   apply(
     id: string,

@@ -537,10 +537,10 @@ function replay(proposal: Proposal, stored: StoredApply, p: PreparedApply): Deci
   };
 }
 
-/** The chosen candidate; PROPOSAL_CANDIDATE_UNKNOWN for a missing, extra or unknown one. */
+/** The chosen candidate; PROPOSAL_NO_CANDIDATE for a missing, extra or unknown one. */
 function pickCandidate(proposal: Proposal, candidateId: string | null): ProposalCandidate | null {
   const unknown = (message: string) =>
-    new DocketError('PROPOSAL_CANDIDATE_UNKNOWN', message, {
+    new DocketError('PROPOSAL_NO_CANDIDATE', message, {
       proposalId: proposal.id,
       candidateId,
       candidates: (proposal.candidates ?? []).map((c) => c.id),

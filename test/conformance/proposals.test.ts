@@ -420,12 +420,12 @@ describe.each(BACKENDS)('proposals on %s', (backend) => {
     ]);
     const o = { tenant: TENANT };
     await expect(d.proposals.apply(p.id, { idempotencyKey: 'k' }, o)).rejects.toMatchObject({
-      code: 'PROPOSAL_CANDIDATE_UNKNOWN',
+      code: 'PROPOSAL_NO_CANDIDATE',
       status: 400,
     });
     await expect(
       d.proposals.apply(p.id, { idempotencyKey: 'k', candidateId: 'noon' }, o),
-    ).rejects.toMatchObject({ code: 'PROPOSAL_CANDIDATE_UNKNOWN' });
+    ).rejects.toMatchObject({ code: 'PROPOSAL_NO_CANDIDATE' });
     const out = await d.proposals.apply(p.id, { idempotencyKey: 'k', candidateId: 'evening' }, o);
     expect(out).toMatchObject({
       candidateId: 'evening',

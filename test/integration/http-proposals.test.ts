@@ -249,7 +249,7 @@ for (const backend of BACKENDS) {
       const badCandidate = await post(url, { candidateId: 'ten' }, { 'idempotency-key': 'k' });
       expect([badCandidate.statusCode, badCandidate.json().error.code]).toEqual([
         400,
-        'PROPOSAL_CANDIDATE_UNKNOWN',
+        'PROPOSAL_NO_CANDIDATE',
       ]);
       const notObject = await post(url, [1, 2], { 'idempotency-key': 'k' });
       expect(notObject.statusCode).toBe(400);
