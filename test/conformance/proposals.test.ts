@@ -113,17 +113,26 @@ describe.each(BACKENDS)('proposals on %s', (backend) => {
     return row && { title: row.title, version: Number(row.version) };
   }
 
+  const eventsOf = (d: Docket, id: string, action: string) =>
+    d.audit.list({ resourceId: id, action }, { tenant: TENANT });
+
   const propose = (
     d: Docket,
     clock: ManualClock,
     doc: string,
-    extra: { candidates?: ProposalCandidate[]; ttlMs?: number; baseVersion?: number } = {},
+    extra: {
+      kind?: string;
+      title?: string;
+      candidates?: ProposalCandidate[];
+      ttlMs?: number;
+      baseVersion?: number;
+    } = {},
   ) =>
     d.proposals.create(
       {
-        kind: 'doc.rename',
+        kind: extra.kind ?? 'doc.rename',
         target: doc,
-        changes: { title: 'final' },
+        changes: { title: extra.title ?? 'final' },
         candidates: extra.candidates,
         expiresAt: clock.now() + (extra.ttlMs ?? HOUR),
         baseVersion: extra.baseVersion,
@@ -204,12 +213,7 @@ describe.each(BACKENDS)('proposals on %s', (backend) => {
     expect(again.proposal.state).toBe('applied');
     expect(calls).toEqual(['k-1']);
     expect(await docOf(d, doc)).toEqual({ title: 'final', version: 2 });
-    const applied = await d.audit.list(
-      { resourceId: p.id, action: 'proposal.applied' },
-      {
-        tenant: TENANT,
-      },
-    );
+    const applied = await eventsOf(d, p.id, 'proposal.applied');
     expect(applied.items).toHaveLength(1);
   });
 
@@ -278,10 +282,7 @@ describe.each(BACKENDS)('proposals on %s', (backend) => {
     });
     expect(calls).toEqual([]);
     expect(await docOf(d, doc)).toEqual({ title: 'edited', version: 2 });
-    const refused = await d.audit.list(
-      { resourceId: p.id, action: 'proposal.apply_refused' },
-      { tenant: TENANT },
-    );
+    const refused = await eventsOf(d, p.id, 'proposal.apply_refused');
     expect(refused.items.map((e) => [e.outcome, e.metadata])).toEqual([
       ['failure', expect.objectContaining({ code: 'PROPOSAL_STALE' })],
     ]);
@@ -292,15 +293,7 @@ describe.each(BACKENDS)('proposals on %s', (backend) => {
     const calls: string[] = [];
     const hooks = { failAfterWrite: true };
     d.proposals.register<DocsDB>('doc.flaky', renameKind(calls, hooks));
-    const p = await d.proposals.create(
-      {
-        kind: 'doc.flaky',
-        target: doc,
-        changes: { title: 'final' },
-        expiresAt: clock.now() + HOUR,
-      },
-      { tenant: TENANT },
-    );
+    const p = await propose(d, clock, doc, { kind: 'doc.flaky' });
     await expect(
       d.proposals.apply(p.id, { idempotencyKey: 'k' }, { tenant: TENANT }),
     ).rejects.toThrow('the application failed after its write');
@@ -309,12 +302,7 @@ describe.each(BACKENDS)('proposals on %s', (backend) => {
       state: 'open',
       appliedKey: null,
     });
-    const applied = await d.audit.list(
-      { resourceId: p.id, action: 'proposal.applied' },
-      {
-        tenant: TENANT,
-      },
-    );
+    const applied = await eventsOf(d, p.id, 'proposal.applied');
     expect(applied.items).toEqual([]);
     // No outcome was stored for the key: the same request can be retried once the cause is fixed.
     hooks.failAfterWrite = false;
@@ -342,15 +330,7 @@ describe.each(BACKENDS)('proposals on %s', (backend) => {
     });
     a.proposals.register<DocsDB>('doc.gated', gated);
     b.proposals.register<DocsDB>('doc.gated', gated);
-    const p = await a.proposals.create(
-      {
-        kind: 'doc.gated',
-        target: doc,
-        changes: { title: 'final' },
-        expiresAt: clock.now() + HOUR,
-      },
-      { tenant: TENANT },
-    );
+    const p = await propose(a, clock, doc, { kind: 'doc.gated' });
     const first = a.proposals.apply(p.id, { idempotencyKey: 'from-a' }, { tenant: TENANT });
     await inside;
     const second = b.proposals.apply(p.id, { idempotencyKey: 'from-b' }, { tenant: TENANT });
@@ -385,15 +365,7 @@ describe.each(BACKENDS)('proposals on %s', (backend) => {
 
     // A burst of different keys from both instances at once: one applies, the rest are refused.
     const { doc: doc2 } = await setup({ clock });
-    const q = await a.proposals.create(
-      {
-        kind: 'doc.rename',
-        target: doc2,
-        changes: { title: 'burst' },
-        expiresAt: clock.now() + HOUR,
-      },
-      { tenant: TENANT },
-    );
+    const q = await propose(a, clock, doc2, { kind: 'doc.rename', title: 'burst' });
     b.proposals.register<DocsDB>('doc.rename', renameKind([]));
     const burst = await Promise.allSettled(
       Array.from({ length: 8 }, (_, i) =>
@@ -458,12 +430,7 @@ describe.each(BACKENDS)('proposals on %s', (backend) => {
       d.proposals.apply(p.id, { idempotencyKey: 'k' }, { tenant: TENANT }),
     ).rejects.toMatchObject({ code: 'PROPOSAL_NOT_OPEN' });
     expect(calls).toEqual([]);
-    const events = await d.audit.list(
-      { resourceId: p.id, action: 'proposal.rejected' },
-      {
-        tenant: TENANT,
-      },
-    );
+    const events = await eventsOf(d, p.id, 'proposal.rejected');
     expect(events.items[0]).toMatchObject({ actor: { type: 'user', id: 'bob' } });
   });
 

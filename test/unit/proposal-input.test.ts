@@ -5,18 +5,19 @@ import { describe, expect, it } from 'vitest';
 import type { JsonValue } from '../../src/index.js';
 import { prepareApply, prepareProposal } from '../../src/proposals/input.js';
 
-/** The same value with every object's keys in reverse order. */
-function reorder(v: JsonValue): JsonValue {
-  if (Array.isArray(v)) return v.map(reorder);
+/** The same value with every object's keys put in the order `order` gives them. */
+function withKeys(v: JsonValue, order: (keys: string[]) => string[]): JsonValue {
+  if (Array.isArray(v)) return v.map((x) => withKeys(x, order));
   if (v !== null && typeof v === 'object') {
+    const o = v as Record<string, JsonValue>;
     return Object.fromEntries(
-      Object.keys(v)
-        .reverse()
-        .map((k) => [k, reorder((v as Record<string, JsonValue>)[k] as JsonValue)]),
+      order(Object.keys(o)).map((k) => [k, withKeys(o[k] as JsonValue, order)]),
     );
   }
   return v;
 }
+const reorder = (v: JsonValue) => withKeys(v, (keys) => keys.reverse());
+const sortDeep = (v: JsonValue) => withKeys(v, (keys) => keys.sort());
 
 const json = fc.jsonValue({ maxDepth: 4 }) as fc.Arbitrary<JsonValue>;
 const hash = (request: JsonValue, candidateId?: string) =>
@@ -85,16 +86,3 @@ describe('proposal create input', () => {
     expect(p.changesJson).toBe('{"a":[2,{"c":2,"d":1}],"b":1}');
   });
 });
-
-/** Deep copy with sorted keys, for comparing values regardless of key order. */
-function sortDeep(v: JsonValue): JsonValue {
-  if (Array.isArray(v)) return v.map(sortDeep);
-  if (v !== null && typeof v === 'object') {
-    return Object.fromEntries(
-      Object.keys(v)
-        .sort()
-        .map((k) => [k, sortDeep((v as Record<string, JsonValue>)[k] as JsonValue)]),
-    );
-  }
-  return v;
-}
