@@ -5,12 +5,9 @@
 // event: all of it commits, or none of it. A refusal (expired, stale, not open) is itself a
 // decision that commits and is replayed to a repeat of the same request.
 import type { Transaction } from 'kysely';
-import { appendAuditEvents, prepareAuditEvent, principalFromActor } from '../audit/index.js';
-import type { JsonValue } from '../audit/content.js';
-import { canonicalJson } from '../core/canonical-json.js';
 import type { Clock } from '../core/clock.js';
 import { requireTenant, resolveTraceId } from '../core/context.js';
-import { DocketError, ERROR_CODES, type ErrorCode } from '../core/errors.js';
+import { DocketError } from '../core/errors.js';
 import { isUuid, type IdGenerator } from '../core/ids.js';
 import type { Logger } from '../core/logger.js';
 import type { Store } from '../store/index.js';
@@ -22,16 +19,15 @@ import {
   checkVersion,
   prepareApply,
   prepareProposal,
-  type PreparedApply,
 } from './input.js';
-import { proposalRows, type StoredApply } from './store.js';
+import { decideApply, notFound, SYSTEM_ACTOR } from './apply.js';
+import { auditProposal, proposalRows } from './store.js';
 import {
   PROPOSAL_STATES,
   type Proposal,
   type ProposalActorOptions,
   type ProposalApplyInput,
   type ProposalApplyOutcome,
-  type ProposalCandidate,
   type ProposalInput,
   type ProposalKind,
   type ProposalListFilter,
@@ -58,12 +54,6 @@ export interface ProposalsDeps {
   tenantOfTx: (tx: object) => string | undefined;
 }
 
-const RESULT_LIMIT_BYTES = 64 * 1024;
-const SYSTEM_ACTOR = 'system:proposals';
-
-type Decision =
-  { kind: 'applied'; outcome: ProposalApplyOutcome } | { kind: 'refused'; error: DocketError };
-
 /** Validates proposals options (CONFIG_INVALID) and fills the defaults. */
 export function resolveProposalsOptions(o: ProposalsOptions = {}) {
   const limit = o.changesLimitBytes ?? 262_144;
@@ -74,9 +64,6 @@ export function resolveProposalsOptions(o: ProposalsOptions = {}) {
   }
   return Object.freeze({ changesLimitBytes: limit, kinds: { ...o.kinds } });
 }
-
-const notFound = (id: string) =>
-  new DocketError('PROPOSAL_NOT_FOUND', `proposal ${id} not found`, { proposalId: id });
 
 /** The proposals of one Docket instance. */
 export class ProposalsService {
@@ -203,7 +190,7 @@ export class ProposalsService {
       applied_candidate: null,
       applied_key: null,
     });
-    await this.audit(
+    await auditProposal(
       trx,
       proposal,
       'proposal.created',
@@ -231,131 +218,17 @@ export class ProposalsService {
     const ctx = { actor: o.actor ?? 'library', traceId: resolveTraceId(o.traceId) };
     if (typeof id !== 'string' || !isUuid(id)) throw notFound(String(id));
     const decision = await this.withTenant(tenant, (trx) =>
-      this.decideApply(trx, tenant, id, p, ctx),
+      decideApply(trx, {
+        kindOf: (name) => this.kind(name),
+        clock: () => this.deps.clock.now(),
+        tenant,
+        id,
+        p,
+        ctx,
+      }),
     );
     if (decision.kind === 'refused') throw decision.error;
     return decision.outcome;
-  }
-
-  private async decideApply(
-    trx: Trx,
-    tenant: string,
-    id: string,
-    p: PreparedApply,
-    ctx: { actor: string; traceId: string },
-  ): Promise<Decision> {
-    const proposal = await proposalRows.lock(trx, tenant, id);
-    if (!proposal) throw notFound(id);
-    const stored = await proposalRows.findApply(trx, tenant, id, p.idempotencyKey);
-    if (stored) return replay(proposal, stored, p);
-    const candidate = pickCandidate(proposal, p.candidateId);
-    const now = this.deps.clock.now();
-    const refuse = async (
-      code: ErrorCode,
-      message: string,
-      to?: 'expired' | 'stale',
-      reason?: string,
-    ): Promise<Decision> => {
-      const after = to
-        ? await proposalRows.decide(trx, { tenant, id, to, actor: SYSTEM_ACTOR, now, reason })
-        : proposal;
-      const details = { proposalId: id, state: (after ?? proposal).state };
-      await this.storeOutcome(trx, proposal, p, ctx, now, { code, message });
-      await this.audit(
-        trx,
-        proposal,
-        'proposal.apply_refused',
-        { ...ctx, now },
-        { code, idempotencyKey: p.idempotencyKey },
-        'failure',
-      );
-      return { kind: 'refused', error: new DocketError(code, message, details) };
-    };
-    if (proposal.state !== 'open') {
-      return refuse('PROPOSAL_NOT_OPEN', `proposal ${id} is ${proposal.state}, not open`);
-    }
-    if (now >= proposal.expiresAt) {
-      return refuse(
-        'PROPOSAL_EXPIRED',
-        `proposal ${id} expired at ${new Date(proposal.expiresAt).toISOString()}`,
-        'expired',
-      );
-    }
-    const kind = this.kind(proposal.kind);
-    const current = await kind.currentVersion(trx, proposal);
-    if (current === null || canonicalJson(current) !== canonicalJson(proposal.baseVersion)) {
-      const where = current === null ? 'gone' : `at version ${canonicalJson(current)}`;
-      return refuse(
-        'PROPOSAL_STALE',
-        `proposal ${id} was made against version ${canonicalJson(proposal.baseVersion)} of ` +
-          `${proposal.target}, which is now ${where}`,
-        'stale',
-        `the target is now ${where}`,
-      );
-    }
-    const returned = await kind.apply(trx, proposal, candidate, {
-      request: p.request,
-      idempotencyKey: p.idempotencyKey,
-      actor: ctx.actor,
-      now,
-    });
-    const result = encodeResult(returned);
-    const applied = await proposalRows.decide(trx, {
-      tenant,
-      id,
-      to: 'applied',
-      actor: ctx.actor,
-      now,
-      appliedCandidate: p.candidateId,
-      appliedKey: p.idempotencyKey,
-    });
-    // The row is locked since the first statement, so this cannot miss; if it ever did, the
-    // callback's writes must not commit without the decision.
-    if (!applied) throw new DocketError('PROPOSAL_NOT_OPEN', `proposal ${id} is not open`);
-    await this.storeOutcome(trx, applied, p, ctx, now, { result });
-    await this.audit(
-      trx,
-      applied,
-      'proposal.applied',
-      { ...ctx, now },
-      {
-        idempotencyKey: p.idempotencyKey,
-        ...(p.candidateId ? { candidateId: p.candidateId } : {}),
-      },
-    );
-    return {
-      kind: 'applied',
-      outcome: {
-        proposal: applied,
-        result: result === null ? null : (JSON.parse(result) as JsonValue),
-        candidateId: p.candidateId,
-        replayed: false,
-      },
-    };
-  }
-
-  private storeOutcome(
-    trx: Trx,
-    proposal: Proposal,
-    p: PreparedApply,
-    ctx: { actor: string; traceId: string },
-    now: number,
-    o: { result?: string | null; code?: ErrorCode; message?: string },
-  ): Promise<void> {
-    return proposalRows.insertApply(trx, {
-      tenant_id: proposal.tenantId,
-      proposal_id: proposal.id,
-      idempotency_key: p.idempotencyKey,
-      request_hash: p.requestHash,
-      candidate_id: p.candidateId,
-      outcome: o.code ? 'refused' : 'applied',
-      result: o.result ?? null,
-      error_code: o.code ?? null,
-      error_message: o.message?.slice(0, 2000) ?? null,
-      actor: ctx.actor,
-      trace_id: ctx.traceId,
-      created_at: now,
-    });
   }
 
   /** Rejects an open proposal (audited); PROPOSAL_NOT_OPEN, PROPOSAL_EXPIRED past its expiry. */
@@ -393,7 +266,7 @@ export class ProposalsService {
         reason: expired ? null : reason,
       });
       if (!after) throw new DocketError('PROPOSAL_NOT_OPEN', `proposal ${id} is not open`);
-      await this.audit(
+      await auditProposal(
         trx,
         after,
         expired ? 'proposal.expired' : 'proposal.rejected',
@@ -472,7 +345,7 @@ export class ProposalsService {
         });
         if (!after) continue;
         moved++;
-        await this.audit(
+        await auditProposal(
           trx,
           after,
           'proposal.expired',
@@ -483,96 +356,4 @@ export class ProposalsService {
       return moved;
     });
   }
-
-  private async audit(
-    trx: Trx,
-    proposal: Proposal,
-    action: string,
-    ctx: { actor: string; traceId: string; now: number },
-    data: Record<string, JsonValue>,
-    outcome: 'success' | 'failure' = 'success',
-  ): Promise<void> {
-    const prepared = prepareAuditEvent({
-      tenant: proposal.tenantId,
-      traceId: ctx.traceId,
-      createdAt: ctx.now,
-      action,
-      outcome,
-      resource: { type: 'proposal', id: proposal.id, name: proposal.kind },
-      actor: principalFromActor(ctx.actor),
-      metadata: { target: proposal.target, ...data },
-    });
-    await appendAuditEvents(trx, [prepared], ctx.now);
-  }
-}
-
-/** The stored outcome of a repeated request, or IDEMPOTENCY_CONFLICT for a different one. */
-function replay(proposal: Proposal, stored: StoredApply, p: PreparedApply): Decision {
-  if (stored.request_hash !== p.requestHash) {
-    throw new DocketError(
-      'IDEMPOTENCY_CONFLICT',
-      `idempotency key ${p.idempotencyKey} was used for a different apply request of proposal ${proposal.id}`,
-      { proposalId: proposal.id, idempotencyKey: p.idempotencyKey },
-    );
-  }
-  if (stored.outcome === 'applied') {
-    return {
-      kind: 'applied',
-      outcome: {
-        proposal,
-        result: stored.result === null ? null : (JSON.parse(stored.result) as JsonValue),
-        candidateId: stored.candidate_id,
-        replayed: true,
-      },
-    };
-  }
-  const code = (stored.error_code ?? 'INTERNAL') as ErrorCode;
-  return {
-    kind: 'refused',
-    error: new DocketError(code in ERROR_CODES ? code : 'INTERNAL', stored.error_message ?? code, {
-      proposalId: proposal.id,
-      state: proposal.state,
-      replayed: true,
-    }),
-  };
-}
-
-/** The chosen candidate; PROPOSAL_NO_CANDIDATE for a missing, extra or unknown one. */
-function pickCandidate(proposal: Proposal, candidateId: string | null): ProposalCandidate | null {
-  const unknown = (message: string) =>
-    new DocketError('PROPOSAL_NO_CANDIDATE', message, {
-      proposalId: proposal.id,
-      candidateId,
-      candidates: (proposal.candidates ?? []).map((c) => c.id),
-    });
-  if (!proposal.candidates) {
-    if (candidateId !== null) throw unknown(`proposal ${proposal.id} has no candidates`);
-    return null;
-  }
-  if (candidateId === null) throw unknown(`proposal ${proposal.id} needs a candidateId`);
-  const found = proposal.candidates.find((c) => c.id === candidateId);
-  if (!found) throw unknown(`proposal ${proposal.id} has no candidate ${candidateId}`);
-  return found;
-}
-
-function encodeResult(value: JsonValue | void): string | null {
-  if (value === undefined || value === null) return null;
-  let text: string | undefined;
-  try {
-    text = JSON.stringify(value);
-  } catch {
-    text = undefined;
-  }
-  if (text === undefined) {
-    throw new DocketError('VALIDATION_FAILED', 'an apply callback must return JSON', {
-      field: 'result',
-    });
-  }
-  if (Buffer.byteLength(text) > RESULT_LIMIT_BYTES) {
-    throw new DocketError('PAYLOAD_TOO_LARGE', 'an apply result is at most 64 KiB', {
-      field: 'result',
-      limit: RESULT_LIMIT_BYTES,
-    });
-  }
-  return text;
 }

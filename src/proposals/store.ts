@@ -2,6 +2,7 @@
 // affected row is checked), and the database's triggers refuse every other transition and any
 // change to a proposal's content or to a stored apply outcome, whoever writes.
 import type { Transaction } from 'kysely';
+import { appendAuditEvents, prepareAuditEvent, principalFromActor } from '../audit/index.js';
 import type { JsonValue } from '../audit/content.js';
 import type { DocketDatabase, ProposalAppliesTable, ProposalsTable } from '../store/schema.js';
 import type { Proposal, ProposalCandidate, ProposalState, ProposalVersion } from './types.js';
@@ -158,3 +159,25 @@ export const proposalRows = {
       .execute();
   },
 };
+
+/** Writes a proposal's audit event in the same transaction as its change. */
+export async function auditProposal(
+  trx: Trx,
+  proposal: Proposal,
+  action: string,
+  ctx: { actor: string; traceId: string; now: number },
+  data: Record<string, JsonValue>,
+  outcome: 'success' | 'failure' = 'success',
+): Promise<void> {
+  const prepared = prepareAuditEvent({
+    tenant: proposal.tenantId,
+    traceId: ctx.traceId,
+    createdAt: ctx.now,
+    action,
+    outcome,
+    resource: { type: 'proposal', id: proposal.id, name: proposal.kind },
+    actor: principalFromActor(ctx.actor),
+    metadata: { target: proposal.target, ...data },
+  });
+  await appendAuditEvents(trx, [prepared], ctx.now);
+}
