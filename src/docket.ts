@@ -94,6 +94,17 @@ import {
   type TaskStats,
 } from './scheduler/index.js';
 import {
+  ProposalsService,
+  type Proposal,
+  type ProposalActorOptions,
+  type ProposalApplyInput,
+  type ProposalApplyOutcome,
+  type ProposalInput,
+  type ProposalKind,
+  type ProposalListFilter,
+  type ProposalsOptions,
+} from './proposals/index.js';
+import {
   JobWorker,
   newWorkerId,
   Reaper,
@@ -153,6 +164,44 @@ export interface CreateDocketOptions<
   outbox?: OutboxOptions;
   /** The cron scheduler (SPEC S): tasks and tick settings. Default no tasks. */
   scheduler?: SchedulerOptions;
+  /** Proposals, confirm-before-apply (SPEC S-7): kinds and limits. Default no kinds. */
+  proposals?: ProposalsOptions;
+}
+
+/** Proposals of a Docket instance, confirm-before-apply (SPEC S-7). */
+export interface DocketProposals {
+  /** Declares a kind: `apply(tx, proposal, candidate, ctx)` and `currentVersion(tx, proposal)`. */
+  register<DB = DocketDatabase>(kind: string, definition: ProposalKind<DB>): void;
+  /** Creates an `open` proposal (audited); VALIDATION_FAILED, PAYLOAD_TOO_LARGE, PROPOSAL_KIND_UNKNOWN. */
+  create(input: ProposalInput, options?: ProposalActorOptions): Promise<Proposal>;
+  /** Creates an `open` proposal inside a transaction from withTransaction. */
+  createTx<DB>(
+    tx: DocketTransaction<DB>,
+    input: ProposalInput,
+    options?: Omit<ProposalActorOptions, 'tenant'>,
+  ): Promise<Proposal>;
+  /**
+   * Applies a proposal in one transaction with its kind's callback, once per proposal; the same
+   * key and request replay the stored outcome. IDEMPOTENCY_CONFLICT, PROPOSAL_EXPIRED,
+   * PROPOSAL_STALE, PROPOSAL_NOT_OPEN, PROPOSAL_NOT_FOUND, PROPOSAL_NO_CANDIDATE.
+   */
+  apply(
+    id: string,
+    input: ProposalApplyInput,
+    options?: ProposalActorOptions,
+  ): Promise<ProposalApplyOutcome>;
+  /** Rejects an open proposal (audited); PROPOSAL_NOT_OPEN, PROPOSAL_EXPIRED. */
+  reject(
+    id: string,
+    rejection?: { reason?: string },
+    options?: ProposalActorOptions,
+  ): Promise<Proposal>;
+  /** One proposal; PROPOSAL_NOT_FOUND if absent or another tenant's. */
+  get(id: string, options?: { tenant?: string }): Promise<Proposal>;
+  /** A page of proposals, newest first, filtered by state, kind and target. */
+  list(filter?: ProposalListFilter, options?: { tenant?: string }): Promise<Page<Proposal>>;
+  /** Moves every open proposal past its expiry to `expired` now; returns how many. */
+  expireOnce(): Promise<number>;
 }
 
 /** The cron scheduler of a Docket instance (SPEC S-1 … S-5). */
@@ -362,6 +411,8 @@ export interface Docket<M extends JobMap = JobMap, D extends AuditDefinition = A
   };
   /** The cron scheduler (SPEC S). */
   readonly scheduler: DocketScheduler;
+  /** Proposals, confirm-before-apply (SPEC S-7). */
+  readonly proposals: DocketProposals;
   /** The dead-letter queue. */
   readonly dlq: {
     /** A page of dead-lettered jobs. */
@@ -547,6 +598,17 @@ export function createDocket<
     return effectsService;
   };
   let effectSweeper: IntervalService | undefined;
+  const proposalsService = new ProposalsService(
+    {
+      store: async () => (await ready()).store,
+      clock,
+      ids,
+      logger,
+      tenantOfTx: (tx) => txTenants.get(tx),
+    },
+    options.proposals,
+  );
+  let proposalSweeper: IntervalService | undefined;
 
   let auditService: AuditService | undefined;
   const audit = async () => {
@@ -618,6 +680,13 @@ export function createDocket<
           (err) => logger.error({ err }, 'sweeping expired effect calls failed'),
         );
         await effectSweeper.start();
+        // Open proposals past their expiry become `expired` on the same beat.
+        proposalSweeper = new IntervalService(
+          interval,
+          () => proposalsService.expireOnce(),
+          (err) => logger.error({ err }, 'expiring proposals failed'),
+        );
+        await proposalSweeper.start();
       }
       if (maintenance.length === 0 && options.builtins !== false) {
         const pruneEvery = options.pruneIntervalMs ?? 3_600_000;
@@ -643,6 +712,7 @@ export function createDocket<
       closed = true;
       await reaper?.stop();
       await effectSweeper?.stop();
+      await proposalSweeper?.stop();
       await schedulerService?.stop();
       for (const m of maintenance) await m.stop();
       await Promise.all([...workers].map((w) => w.stop()));
@@ -809,6 +879,17 @@ export function createDocket<
       stats: async (o) => (await scheduler()).stats(o),
       runOnce: async () => (await scheduler()).runOnce(),
       idle: async () => (await scheduler()).idle(),
+    },
+    proposals: {
+      register: (kind, def) => proposalsService.register(kind, def),
+      create: (input, o) => proposalsService.create(input, o),
+      createTx: (tx, input, o) =>
+        proposalsService.createTx(tx as unknown as TenantTransaction, input, o),
+      apply: (id, input, o) => proposalsService.apply(id, input, o),
+      reject: (id, r, o) => proposalsService.reject(id, r, o),
+      get: (id, o) => proposalsService.get(id, o),
+      list: (f, o) => proposalsService.list(f, o),
+      expireOnce: () => proposalsService.expireOnce(),
     },
     dlq: {
       list: async (o) => (await jobs()).listDeadLetters(o),

@@ -111,3 +111,19 @@ export type {
   TaskHandler,
   TaskStats,
 } from './scheduler/index.js';
+export type { DocketProposals } from './docket.js';
+export { PROPOSAL_STATES } from './proposals/index.js';
+export type {
+  Proposal,
+  ProposalActorOptions,
+  ProposalApplyContext,
+  ProposalApplyInput,
+  ProposalApplyOutcome,
+  ProposalCandidate,
+  ProposalInput,
+  ProposalKind,
+  ProposalListFilter,
+  ProposalState,
+  ProposalsOptions,
+  ProposalVersion,
+} from './proposals/index.js';

@@ -16,6 +16,11 @@ export const BUILTIN_AUDIT_ACTIONS = [
   'scheduler.task_disabled',
   'scheduler.task_rescheduled',
   'scheduler.task_triggered',
+  'proposal.created',
+  'proposal.applied',
+  'proposal.apply_refused',
+  'proposal.rejected',
+  'proposal.expired',
   'http.post',
   'http.put',
   'http.patch',
@@ -32,6 +37,7 @@ export const BUILTIN_AUDIT_RESOURCES = [
   'effect',
   'audit_config',
   'scheduler_task',
+  'proposal',
   'http',
 ] as const;
 

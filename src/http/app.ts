@@ -14,6 +14,7 @@ import { errorBodySchema, httpErrorHandler, routeNotFound } from './errors.js';
 import { dlqRoutes } from './routes/dlq.js';
 import { outboxEventSchema, outboxRoutes, webhookDeliverySchema } from './routes/outbox.js';
 import { effectRoutes, effectSchema } from './routes/effects.js';
+import { proposalRoutes, proposalSchema } from './routes/proposals.js';
 import { healthRoutes } from './routes/health.js';
 import { jobRoutes } from './routes/jobs.js';
 import { queueRoutes } from './routes/queue.js';
@@ -112,6 +113,7 @@ export function buildHttpApp<M extends JobMap>(options: HttpAppOptions<M>): Fast
   app.addSchema(taskSchema);
   app.addSchema(taskExecutionSchema);
   app.addSchema(taskStatsSchema);
+  app.addSchema(proposalSchema);
 
   void app.register(swagger, {
     openapi: {
@@ -153,6 +155,7 @@ export function buildHttpApp<M extends JobMap>(options: HttpAppOptions<M>): Fast
         void tenantScope.register(dlqRoutes(docket));
         void tenantScope.register(outboxRoutes(docket));
         void tenantScope.register(effectRoutes(docket));
+        void tenantScope.register(proposalRoutes(docket));
         void tenantScope.register(queueRoutes(docket));
         void tenantScope.register(auditRoutes(docket, clientIp));
       });

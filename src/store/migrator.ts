@@ -23,6 +23,8 @@ export const DOCKET_TABLES = [
   'scheduler_tasks',
   'scheduler_executions',
   'scheduler_locks',
+  'proposals',
+  'proposal_applies',
 ] as const;
 
 /** Runs Docket's migrations for one dialect through Kysely's Migrator (which locks). */

@@ -155,6 +155,8 @@ export interface DocketDatabase {
   scheduler_tasks: SchedulerTasksTable;
   scheduler_executions: SchedulerExecutionsTable;
   scheduler_locks: SchedulerLocksTable;
+  proposals: ProposalsTable;
+  proposal_applies: ProposalAppliesTable;
 }
 
 /** An outbox event (SPEC O-1); JSON columns as text. */
@@ -286,4 +288,45 @@ export interface SchedulerLocksTable {
   owner: string | null;
   token: number;
   expires_at: number;
+}
+
+/** A proposal, confirm-before-apply (SPEC S-7, migration 014); JSON columns as text. */
+export interface ProposalsTable {
+  id: string;
+  tenant_id: string;
+  kind: string;
+  target: string;
+  changes: string;
+  /** JSON array of candidates, or null for a proposal without alternatives. */
+  candidates: string | null;
+  /** JSON text of the target's version the change set was generated against. */
+  base_version: string;
+  state: string;
+  expires_at: number;
+  created_by: string;
+  trace_id: string;
+  created_at: number;
+  updated_at: number;
+  decided_at: number | null;
+  decided_by: string | null;
+  reason: string | null;
+  applied_candidate: string | null;
+  applied_key: string | null;
+}
+
+/** The stored outcome of one apply request per idempotency key (SPEC S-7); never updated. */
+export interface ProposalAppliesTable {
+  tenant_id: string;
+  proposal_id: string;
+  idempotency_key: string;
+  request_hash: string;
+  candidate_id: string | null;
+  /** applied or refused. */
+  outcome: string;
+  result: string | null;
+  error_code: string | null;
+  error_message: string | null;
+  actor: string;
+  trace_id: string;
+  created_at: number;
 }
