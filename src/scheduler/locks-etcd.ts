@@ -99,9 +99,7 @@ export class EtcdLockBackend implements LockBackend {
   private leaseRevoke(id: string | undefined): void {
     // Tidying only: keys already moved off (or were deleted from) this lease.
     if (!id || id === '0') return;
-    this.client.leaseClient
-      .leaseRevoke({ ID: id }, this.callOptions())
-      .catch(() => undefined);
+    this.client.leaseClient.leaseRevoke({ ID: id }, this.callOptions()).catch(() => undefined);
   }
 
   private put(key: string, value: string, lease: string, prevKv = false): IRequestOp {

@@ -46,7 +46,10 @@ const SCRIPTS = {
   docketLockExtend: { numberOfKeys: 1, lua: EXTEND },
   docketLockRelease: { numberOfKeys: 1, lua: RELEASE },
 } as const;
-type ScriptCommands = Record<keyof typeof SCRIPTS, (...a: Array<string | number>) => Promise<unknown>>;
+type ScriptCommands = Record<
+  keyof typeof SCRIPTS,
+  (...a: Array<string | number>) => Promise<unknown>
+>;
 
 /** Options of the Redis lock backend. */
 export interface RedisLockBackendOptions {

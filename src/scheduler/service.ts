@@ -270,7 +270,10 @@ export class Scheduler implements Service {
         ? await this.locks
             .lockExtend({ grant: r.grant, leaseMs: this.leaseMs, now })
             .catch((err: unknown) => {
-              this.deps.logger.warn({ err, task: r.execution.task }, 'extending a task lock failed');
+              this.deps.logger.warn(
+                { err, task: r.execution.task },
+                'extending a task lock failed',
+              );
               return true;
             })
         : true;
