@@ -246,7 +246,10 @@ async function main(): Promise<void> {
         cycles: Number(process.env.BENCH_SCHEDULER_CYCLES ?? (quick ? 200 : 2000)),
         tasks: Number(process.env.BENCH_SCHEDULER_TASKS ?? (quick ? 100 : 1000)),
         instances: 3,
-        periods: (process.env.BENCH_SCHEDULER_PERIODS ?? '1,10').split(',').map(Number),
+        periods: (process.env.BENCH_SCHEDULER_PERIODS ?? '1,10')
+          .split(',')
+          .filter(Boolean)
+          .map(Number),
         windowS: Number(process.env.BENCH_SCHEDULER_WINDOW_S ?? (quick ? 10 : 60)),
       });
     }

@@ -1,6 +1,7 @@
 // Scheduler locks in etcd v3 (SPEC S-2), through the `etcd3` client (gRPC, pure JavaScript).
 //
-// Layout per lock, both keys on the grant's lease (so etcd removes them when it runs out):
+// Layout per lock, both keys on an etcd lease that outlives the grant's (so etcd removes them
+// when their holder vanished; a lease granted within the last second is shared by later grants):
 //   {prefix}{name}          value = owner
 //   {prefix}{name}/expires  value = lease end, epoch ms by the caller's clock, zero-padded
 // A grant creates the owner key in a transaction guarded by `create_revision == 0` (the key is
@@ -26,6 +27,8 @@ export interface EtcdLockBackendOptions {
 }
 
 const PAD = 16;
+/** How long a granted etcd lease is shared by later acquires and extends, ms. */
+const REUSE_MS = 1000;
 /** Rounds a takeover may retry when other owners move the same lock between read and write. */
 const ROUNDS = 4;
 
@@ -34,6 +37,7 @@ export class EtcdLockBackend implements LockBackend {
   private readonly client: Etcd3;
   private readonly prefix: string;
   private readonly timeoutMs: number;
+  private readonly leases = new Map<number, { at: number; id: Promise<string> }>();
   /** The cluster's URL(s) without credentials (for logs and errors). */
   readonly safeUrl: string;
 
@@ -89,23 +93,27 @@ export class EtcdLockBackend implements LockBackend {
     return { owner: `${this.prefix}${name}`, expires: `${this.prefix}${name}/expires` };
   }
 
-  private async leaseGrant(leaseMs: number): Promise<string> {
+  /**
+   * An etcd lease that outlives `leaseMs` from now. A lease granted less than REUSE_MS ago (with
+   * REUSE_MS of headroom in its TTL) is shared: a burst of acquires (a pass over many tasks)
+   * then costs one grant, not one each. Shared leases are never revoked; they run out.
+   */
+  private leaseFor(leaseMs: number): Promise<string> {
     // etcd leases count whole seconds (and raise a short TTL to the cluster's minimum).
-    const ttl = Math.max(1, Math.ceil(leaseMs / 1000));
-    const r = await this.client.leaseClient.leaseGrant({ TTL: ttl }, this.callOptions());
-    return r.ID;
+    const ttl = Math.ceil((leaseMs + REUSE_MS) / 1000);
+    const cached = this.leases.get(ttl);
+    if (cached && Date.now() - cached.at < REUSE_MS) return cached.id;
+    const at = Date.now();
+    const id = this.client.leaseClient
+      .leaseGrant({ TTL: ttl }, this.callOptions())
+      .then((r) => r.ID);
+    this.leases.set(ttl, { at, id });
+    id.catch(() => this.leases.get(ttl)?.id === id && this.leases.delete(ttl));
+    return id;
   }
 
-  private leaseRevoke(id: string | undefined): void {
-    // Tidying only: keys already moved off (or were deleted from) this lease.
-    if (!id || id === '0') return;
-    this.client.leaseClient.leaseRevoke({ ID: id }, this.callOptions()).catch(() => undefined);
-  }
-
-  private put(key: string, value: string, lease: string, prevKv = false): IRequestOp {
-    return {
-      request_put: { key: Buffer.from(key), value: Buffer.from(value), lease, prev_kv: prevKv },
-    };
+  private put(key: string, value: string, lease: string): IRequestOp {
+    return { request_put: { key: Buffer.from(key), value: Buffer.from(value), lease } };
   }
 
   private txn(
@@ -130,7 +138,7 @@ export class EtcdLockBackend implements LockBackend {
     return this.guard(async () => {
       const k = this.keys(p.name);
       const expiresAt = p.now + p.leaseMs;
-      const lease = await this.leaseGrant(p.leaseMs);
+      const lease = await this.leaseFor(p.leaseMs);
       for (let round = 0; round < ROUNDS; round++) {
         const r = await this.txn(
           [[k.owner, 'Create', 0]],
@@ -149,10 +157,6 @@ export class EtcdLockBackend implements LockBackend {
         const held = rangeKv(r.responses[0]);
         const exp = rangeKv(r.responses[1]);
         if (!held) continue; // released between the two steps: try the create again
-        // Our own create, applied although its answer was lost (the client retried it).
-        if (held.lease === lease && held.value.toString() === p.owner) {
-          return { name: p.name, owner: p.owner, token: Number(held.create_revision), expiresAt };
-        }
         if (exp && Number(exp.value.toString()) > p.now) break;
         // Its lease ended by our clock: delete exactly what we read, then create anew.
         const compare: Array<[string, 'Create' | 'Value' | 'Mod', string | number]> = [
@@ -164,7 +168,6 @@ export class EtcdLockBackend implements LockBackend {
           { request_delete_range: { key: Buffer.from(k.expires) } },
         ]);
       }
-      this.leaseRevoke(lease);
       return null;
     });
   }
@@ -172,19 +175,18 @@ export class EtcdLockBackend implements LockBackend {
   async lockExtend(p: { grant: LockGrant; leaseMs: number; now: number }): Promise<boolean> {
     return this.guard(async () => {
       const k = this.keys(p.grant.name);
-      // A new lease of the new length; the old one is revoked once the keys moved off it.
-      const lease = await this.leaseGrant(p.leaseMs);
+      // A lease that outlives the new end; the old one runs out by itself.
+      const lease = await this.leaseFor(p.leaseMs);
       const r = await this.txn(
         [
           [k.owner, 'Create', p.grant.token],
           [k.owner, 'Value', p.grant.owner],
         ],
         [
-          this.put(k.owner, p.grant.owner, lease, true),
+          this.put(k.owner, p.grant.owner, lease),
           this.put(k.expires, String(p.now + p.leaseMs).padStart(PAD, '0'), lease),
         ],
       );
-      this.leaseRevoke(r.succeeded ? r.responses[0]?.response_put?.prev_kv?.lease : lease);
       return r.succeeded;
     });
   }
@@ -198,11 +200,10 @@ export class EtcdLockBackend implements LockBackend {
           [k.owner, 'Value', p.grant.owner],
         ],
         [
-          { request_delete_range: { key: Buffer.from(k.owner), prev_kv: true } },
+          { request_delete_range: { key: Buffer.from(k.owner) } },
           { request_delete_range: { key: Buffer.from(k.expires) } },
         ],
       );
-      if (r.succeeded) this.leaseRevoke(r.responses[0]?.response_delete_range?.prev_kvs[0]?.lease);
       return r.succeeded;
     });
   }

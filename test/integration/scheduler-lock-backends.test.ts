@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { createDocketFromEnv, ManualClock, type TaskExecution } from '../../src/index.js';
 import { schedulerLocksFromEnv } from '../../src/config/index.js';
-import { useDocketSuite, waitFor } from '../helpers/backends.js';
+import { ETCD_URL, useDocketSuite, waitFor } from '../helpers/backends.js';
 import { freePort, startOwnRedis, type OwnRedisServer } from '../helpers/redis-server.js';
 
 describe('scheduler lock backend settings', () => {
@@ -192,4 +192,29 @@ describe('scheduler with a lock backend that is away', () => {
     }
     expect(new Set(calls.locked).size).toBe(calls.locked!.length);
   }, 60_000);
+});
+
+describe('docket doctor and the scheduler lock backend', () => {
+  it('checks the lock server DOCKET_SCHEDULER_LOCKS names: etcd answers, a closed Redis port fails naming it', async () => {
+    const { runDoctor } = await import('../../src/cli/doctor.js');
+    const base = { DOCKET_STORE: 'sqlite', DOCKET_DATA_DIR: '/tmp/docket-doctor-locks' };
+    const ok = await runDoctor({
+      ...base,
+      DOCKET_SCHEDULER_LOCKS: 'etcd',
+      DOCKET_ETCD_URL: ETCD_URL,
+    });
+    expect(ok.find((c) => c.name === 'scheduler locks')).toMatchObject({
+      ok: true,
+      detail: `etcd at ${ETCD_URL} answers`,
+    });
+    const url = `redis://127.0.0.1:${await freePort()}`;
+    const down = await runDoctor({
+      ...base,
+      DOCKET_SCHEDULER_LOCKS: 'redis',
+      DOCKET_REDIS_URL: url,
+    });
+    const check = down.find((c) => c.name === 'scheduler locks');
+    expect(check?.ok).toBe(false);
+    expect(check?.detail).toContain(url);
+  }, 30_000);
 });
