@@ -12,7 +12,7 @@
 // by `create_revision == token` and `value == owner`. The lease is judged by the caller's clock
 // (as the database lease is); a lock whose lease ended by it but whose etcd lease still runs is
 // deleted by a transaction guarded on what was read, then created anew.
-import { Etcd3, type IRequestOp, type IResponseOp, type ITxnResponse } from 'etcd3';
+import type { Etcd3, IRequestOp, IResponseOp, ITxnResponse } from 'etcd3';
 import { DocketError } from '../core/errors.js';
 import type { LockAcquireParams, LockBackend, LockGrant } from './locks.js';
 
@@ -34,7 +34,8 @@ const ROUNDS = 4;
 
 /** Lease locks in etcd: a lease plus guarded transactions, the create revision as token. */
 export class EtcdLockBackend implements LockBackend {
-  private readonly client: Etcd3;
+  private readonly url: string;
+  private client: Promise<Etcd3> | undefined;
   private readonly prefix: string;
   private readonly timeoutMs: number;
   private readonly leases = new Map<number, { at: number; id: Promise<string> }>();
@@ -46,18 +47,29 @@ export class EtcdLockBackend implements LockBackend {
     this.safeUrl = url.replace(/\/\/([^@/]*)@/g, '//***@');
     this.prefix = options.prefix ?? 'docket/locks/';
     this.timeoutMs = options.timeoutMs ?? 5000;
-    // The client connects on the first call; no I/O here. Its default fault handling retries
-    // a call a few times (within our deadline) and fails fast while the cluster is away.
-    this.client = new Etcd3({
-      hosts: url.split(',').map((h) => h.trim()),
-      dialTimeout: this.timeoutMs,
-    });
+    this.url = url;
+  }
+
+  /**
+   * The client, made on first use: no I/O in the constructor, and a process that never uses
+   * etcd never loads its gRPC client. Its default fault handling retries a call a few times
+   * (within our deadline) and fails fast while the cluster is away.
+   */
+  private etcd(): Promise<Etcd3> {
+    this.client ??= import('etcd3').then(
+      ({ Etcd3 }) =>
+        new Etcd3({
+          hosts: this.url.split(',').map((h) => h.trim()),
+          dialTimeout: this.timeoutMs,
+        }),
+    );
+    return this.client;
   }
 
   /** Checks the cluster answers; LOCKS_UNAVAILABLE naming the URL when it does not. */
   async start(): Promise<void> {
     try {
-      await this.client.maintenance.status(this.callOptions());
+      await (await this.etcd()).maintenance.status(this.callOptions());
     } catch (err) {
       throw this.unavailable(err, 'is unreachable');
     }
@@ -65,7 +77,7 @@ export class EtcdLockBackend implements LockBackend {
 
   /** Closes the client. */
   async stop(): Promise<void> {
-    this.client.close();
+    (await this.client?.catch(() => undefined))?.close();
   }
 
   private callOptions() {
@@ -104,8 +116,8 @@ export class EtcdLockBackend implements LockBackend {
     const cached = this.leases.get(ttl);
     if (cached && Date.now() - cached.at < REUSE_MS) return cached.id;
     const at = Date.now();
-    const id = this.client.leaseClient
-      .leaseGrant({ TTL: ttl }, this.callOptions())
+    const id = this.etcd()
+      .then((c) => c.leaseClient.leaseGrant({ TTL: ttl }, this.callOptions()))
       .then((r) => r.ID);
     this.leases.set(ttl, { at, id });
     id.catch(() => this.leases.get(ttl)?.id === id && this.leases.delete(ttl));
@@ -116,7 +128,7 @@ export class EtcdLockBackend implements LockBackend {
     return { request_put: { key: Buffer.from(key), value: Buffer.from(value), lease } };
   }
 
-  private txn(
+  private async txn(
     compare: Array<[string, 'Create' | 'Value' | 'Mod', string | number]>,
     then: IRequestOp[],
     otherwise: IRequestOp[] = [],
@@ -125,7 +137,7 @@ export class EtcdLockBackend implements LockBackend {
       [string, 'Create' | 'Value' | 'Mod', string | number],
       ...Array<[string, 'Create' | 'Value' | 'Mod', string | number]>,
     ];
-    let b = this.client.if(first[0], first[1], '==', first[2]);
+    let b = (await this.etcd()).if(first[0], first[1], '==', first[2]);
     for (const [k, col, v] of rest) b = b.and(k, col, '==', v);
     return b
       .then(...then)
