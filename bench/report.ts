@@ -1,6 +1,7 @@
 // Renders the benchmark results as the Markdown of docs/BENCHMARKS.md.
 import type { AuditBenchResult } from './audit.js';
 import type { OutboxBenchResults } from './outbox.js';
+import type { SchedulerBenchResults } from './scheduler.js';
 import type { ThroughputResult } from './measure.js';
 import { fmtInt, fmtMs, fmtRatio, median, percentile, table } from './stats.js';
 
@@ -27,6 +28,8 @@ export interface Results {
   audit?: Partial<Record<'sqlite' | 'postgres', AuditBenchResult>>;
   /** Outbox relay drains and latency (issue 5 item 10), when measured. */
   outbox?: OutboxBenchResults;
+  /** Scheduler lock latency and the multi-instance run (SPEC N-4), when measured. */
+  scheduler?: SchedulerBenchResults;
 }
 
 /** Facts about the host. */
@@ -266,7 +269,7 @@ ${latencyTable}
 ${ratios.join('\n')}
 
 ${targets.join('\n')}
-${r.audit ? renderAudit(r.audit) : ''}${r.outbox ? renderOutbox(r.outbox) : ''}`;
+${r.audit ? renderAudit(r.audit) : ''}${r.outbox ? renderOutbox(r.outbox) : ''}${r.scheduler ? renderScheduler(r.scheduler) : ''}`;
 }
 
 /** Section (e): outbox relay throughput per store, sink and relay count, and latency. */
@@ -401,4 +404,90 @@ ${perKind}
 
 ${targets.join('\n')}
 `;
+}
+
+/** Section (f): scheduler lock latency per backend and the multi-instance run (SPEC N-4). */
+export function renderScheduler(s: SchedulerBenchResults): string {
+  const label = {
+    sqlite: 'database lease, SQLite',
+    postgres: 'database lease, PostgreSQL',
+    redis: 'Redis',
+    etcd: 'etcd',
+  } as const;
+  const locks = table(
+    [
+      'Lock backend',
+      'acquire p50 ms',
+      'acquire p99 ms',
+      'acquire max ms',
+      'release p50 ms',
+      'release p99 ms',
+      'p99 < 10 ms',
+    ],
+    s.locks.map((l) => {
+      const p99 = percentile(l.acquire, 0.99);
+      return [
+        label[l.backend],
+        fmtMs(percentile(l.acquire, 0.5)),
+        fmtMs(p99),
+        fmtMs(Math.max(...l.acquire)),
+        fmtMs(percentile(l.release, 0.5)),
+        fmtMs(percentile(l.release, 0.99)),
+        p99 < 10 && percentile(l.release, 0.99) < 10 ? 'met' : '**not met**',
+      ];
+    }),
+  );
+  const runs = table(
+    [
+      'Tasks × period',
+      'instances',
+      'window',
+      'ticks expected',
+      'double runs',
+      'missed',
+      'statuses',
+      'start lag p50 / p99 / max ms',
+      'ticks per instance',
+    ],
+    s.runs.map((r) => [
+      `${fmtInt(r.tasks)} × every ${r.periodS} s`,
+      String(r.instances),
+      `${r.windowS} s`,
+      fmtInt(r.expectedTicks),
+      String(r.doubleRows + r.doubleCalls),
+      fmtInt(r.missed),
+      Object.entries(r.statuses)
+        .map(([k, v]) => `${k} ${fmtInt(v)}`)
+        .join(', '),
+      `${fmtInt(r.lagMs.p50)} / ${fmtInt(r.lagMs.p99)} / ${fmtInt(r.lagMs.max)}`,
+      r.perInstance.map(fmtInt).join(' / '),
+    ]),
+  );
+  return `
+## (f) Scheduler: lock latency and many tasks on three instances (SPEC N-4)
+
+Lock latency: ${fmtInt(s.cycles)} sequential acquire → release cycles per backend (after 100
+untimed), cycling over 50 lock names so each acquire re-takes a released lock, one client, on
+this host's servers (PostgreSQL, Redis, etcd on loopback).
+
+${locks}
+
+Many tasks: three \`docket\` scheduler processes (each its own Docket on one fresh PostgreSQL
+database, database lease locks, pass interval 250 ms) run the same tasks; a tick's handler
+appends a line to a file. Counted over the window's ticks from \`scheduler_executions\` and the
+file: **double runs** = ticks with more than one execution row or handler call; **missed** =
+ticks with no execution, or only a \`skipped\` one (a tick claimed after \`misfireMs\`);
+start lag = \`started_at − scheduled_for\`.
+
+${runs}
+${skipped(s)}${s.notes.length ? `\n${s.notes.map((n) => `- ${n}`).join('\n')}\n` : ''}`;
+}
+
+function skipped(s: SchedulerBenchResults): string {
+  const lines = s.runs.flatMap((r) =>
+    Object.entries(r.skipReasons ?? {}).map(
+      ([why, n]) => `- ${fmtInt(r.tasks)} × every ${r.periodS} s: ${fmtInt(n)} skipped: ${why}`,
+    ),
+  );
+  return lines.length ? `\nSkipped ticks by reason:\n\n${lines.join('\n')}\n` : '';
 }

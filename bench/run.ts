@@ -4,15 +4,19 @@
 //
 // Environment: BENCH_RUNS (default 3), BENCH_QUICK=1 (small sizes, for a smoke run),
 // BENCH_PG_URL (default postgres://postgres@127.0.0.1:5432/postgres), BENCH_ONLY (comma list of
-// system keys: sqlite,docket,graphile,pgboss,redis (Docket + Redis and BullMQ),audit,outbox),
+// system keys: sqlite,docket,graphile,pgboss,redis (Docket + Redis and BullMQ),audit,outbox,
+// scheduler),
 // BENCH_AUDIT_EVENTS (default 1,000,000), BENCH_OUTBOX_EVENTS (default 20,000), BENCH_NATS_URL
 // (default nats://127.0.0.1:4222), BENCH_OUTBOX_STORES / BENCH_OUTBOX_SINKS (comma lists, default
-// sqlite,postgres and jobs,nats), BENCH_JSON (also write the raw results there;
+// sqlite,postgres and jobs,nats), BENCH_SCHEDULER_CYCLES (lock cycles, default 2,000),
+// BENCH_SCHEDULER_TASKS (default 1,000), BENCH_SCHEDULER_PERIODS (tick periods in s, default 1,10),
+// BENCH_SCHEDULER_WINDOW_S (default 60), BENCH_REDIS_URL, BENCH_ETCD_URL, BENCH_JSON (also write the raw results there;
 // `tsx bench/run.ts --render FILE [--write]` re-renders them), BENCH_AUTOEXPLAIN_MS.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { measureAudit } from './audit.js';
 import { measureOutbox } from './outbox.js';
+import { measureScheduler } from './scheduler.js';
 import { serverVersion } from './db.js';
 import { measureEnqueue, measureLatency, measureThroughput } from './measure.js';
 import { renderReport, type Machine, type Results } from './report.js';
@@ -235,6 +239,18 @@ async function main(): Promise<void> {
         latencyGapMs: 5,
         stores: process.env.BENCH_OUTBOX_STORES?.split(',') as Array<'sqlite' | 'postgres'>,
         sinks: process.env.BENCH_OUTBOX_SINKS?.split(',') as Array<'jobs' | 'nats'>,
+      });
+    }
+    if (want('scheduler')) {
+      results.scheduler = await measureScheduler({
+        cycles: Number(process.env.BENCH_SCHEDULER_CYCLES ?? (quick ? 200 : 2000)),
+        tasks: Number(process.env.BENCH_SCHEDULER_TASKS ?? (quick ? 100 : 1000)),
+        instances: 3,
+        periods: (process.env.BENCH_SCHEDULER_PERIODS ?? '1,10')
+          .split(',')
+          .filter(Boolean)
+          .map(Number),
+        windowS: Number(process.env.BENCH_SCHEDULER_WINDOW_S ?? (quick ? 10 : 60)),
       });
     }
     const machine = await machineFacts(loadAtStart);

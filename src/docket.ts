@@ -2,6 +2,7 @@ import type { Kysely, Transaction } from 'kysely';
 import {
   optionsFromEnv,
   resolveConfig,
+  schedulerLocksFromEnv,
   type DocketConfig,
   type DocketOptions,
 } from './config/index.js';
@@ -83,6 +84,7 @@ import {
 } from './store/index.js';
 import {
   Scheduler,
+  resolveLocks,
   resolveTaskDefinition,
   type ExecutionListFilter,
   type SchedulerActorOptions,
@@ -640,12 +642,17 @@ export function createDocket<
     taskDefs.push(t);
   };
   for (const t of options.scheduler?.tasks ?? []) addTask(t);
+  // Lock settings are validated now (CONFIG_INVALID); the backend connects at start.
+  const schedulerLocks = resolveLocks(options.scheduler?.locks);
   let schedulerService: Scheduler | undefined;
   let started = false;
   const scheduler = async () => {
     const { store } = await ready();
     if (!schedulerService) {
-      schedulerService = new Scheduler({ store, clock, ids, logger }, options.scheduler);
+      schedulerService = new Scheduler(
+        { store, clock, ids, logger },
+        options.scheduler && { ...options.scheduler, locks: schedulerLocks },
+      );
       for (const t of taskDefs) schedulerService.register(t);
     }
     // Rows exist before any read or operator change, even on an instance that never ticks.
@@ -992,7 +999,10 @@ export function createDocketFromEnv<
   M extends JobMap = JobMap,
   D extends AuditDefinition = AuditDefinition,
 >(extra: Omit<CreateDocketOptions<M, D>, keyof DocketOptions> = {}): Docket<M, D> {
-  return createDocket<M, D>({ ...optionsFromEnv(), ...extra });
+  // DOCKET_SCHEDULER_LOCKS chooses the scheduler's lock backend unless `extra` names one.
+  const locks = extra.scheduler?.locks ?? schedulerLocksFromEnv();
+  const scheduler = locks ? { ...extra.scheduler, locks } : extra.scheduler;
+  return createDocket<M, D>({ ...optionsFromEnv(), ...extra, scheduler });
 }
 
 /** A worker whose construction waits for the store (createWorker is synchronous). */

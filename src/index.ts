@@ -13,6 +13,8 @@ export type {
   EmailConfig,
   EmailOptions,
   RetryPolicy,
+  SchedulerLocksConfig,
+  SchedulerLocksOptions,
 } from './config/index.js';
 export { BUILTIN_AUDIT_ACTIONS, defineAudit } from './audit/index.js';
 export type {
@@ -95,14 +97,17 @@ export type {
   EmailJobResult,
 } from './effects/index.js';
 export type { DocketScheduler } from './docket.js';
-export { DatabaseLockBackend } from './scheduler/index.js';
+export { DatabaseLockBackend, EtcdLockBackend, RedisLockBackend } from './scheduler/index.js';
 export type {
   ExecutionListFilter,
   ExecutionStatus,
   ExecutionTrigger,
+  EtcdLockBackendOptions,
   LockAcquireParams,
   LockBackend,
   LockGrant,
+  RedisLockBackendOptions,
+  SchedulerLocks,
   SchedulerOptions,
   SchedulerTask,
   TaskContext,

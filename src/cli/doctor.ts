@@ -1,8 +1,14 @@
 import { Command } from 'commander';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
-import { resolveConfig, optionsFromEnv, type DocketConfig } from '../config/index.js';
+import {
+  resolveConfig,
+  optionsFromEnv,
+  schedulerLocksFromEnv,
+  type DocketConfig,
+} from '../config/index.js';
 import { createEmailTransport } from '../effects/index.js';
+import { EtcdLockBackend, RedisLockBackend } from '../scheduler/index.js';
 import { parseApiKey } from '../http/index.js';
 import { APP_ROLE, SYSTEM_ROLE, openStore, type Store } from '../store/index.js';
 import { MIGRATIONS } from '../store/migrations/index.js';
@@ -93,6 +99,22 @@ async function checkRoles(store: Store): Promise<string> {
   return `tenant connections are bound by row-level security; ${SYSTEM_ROLE} usable`;
 }
 
+/** DOCKET_SCHEDULER_LOCKS: the database lease, or a Redis / etcd server that must answer. */
+async function checkSchedulerLocks(env: NodeJS.ProcessEnv): Promise<string> {
+  const c = schedulerLocksFromEnv(env) ?? { backend: 'database' as const };
+  if (c.backend === 'database') return 'database lease (scheduler_locks)';
+  const locks =
+    c.backend === 'redis'
+      ? new RedisLockBackend({ url: c.url, prefix: c.prefix })
+      : new EtcdLockBackend({ url: c.url, prefix: c.prefix });
+  try {
+    await locks.start();
+    return `${c.backend} at ${locks.safeUrl} answers`;
+  } finally {
+    await locks.stop();
+  }
+}
+
 /** Runs every check; the store checks are skipped when the configuration is unusable. */
 export async function runDoctor(env: NodeJS.ProcessEnv = process.env): Promise<Check[]> {
   let config: DocketConfig | undefined;
@@ -114,6 +136,7 @@ export async function runDoctor(env: NodeJS.ProcessEnv = process.env): Promise<C
       }
     }),
   );
+  checks.push(await probe('scheduler locks', () => checkSchedulerLocks(env)));
   let store: Store | undefined;
   try {
     const connectivity = await probe('store connectivity', async () => {

@@ -569,3 +569,91 @@ function isAllowEntry(entry: string): boolean {
   }
   return ipaddr.isValid(entry) || HOSTNAME.test(entry);
 }
+
+/** Where the scheduler's task locks live (SPEC S-2). */
+export type SchedulerLocksConfig =
+  | {
+      /** The `scheduler_locks` table of the store. */
+      backend: 'database';
+    }
+  | {
+      /** Redis (one Lua script per operation). */
+      backend: 'redis';
+      /** Redis URL. Default `redis://127.0.0.1:6379`. */
+      url: string;
+      /** Start of every key. Default `docket:locks:`. */
+      prefix: string;
+    }
+  | {
+      /** etcd v3 (a lease plus guarded transactions). */
+      backend: 'etcd';
+      /** Client URL(s) of the cluster, comma-separated. Default `http://127.0.0.1:2379`. */
+      url: string;
+      /** Start of every key. Default `docket/locks/`. */
+      prefix: string;
+    };
+
+/** Partial lock settings accepted by `createDocket({ scheduler: { locks } })`. */
+export interface SchedulerLocksOptions {
+  /** `database` (default), `redis` or `etcd`. */
+  backend: 'database' | 'redis' | 'etcd';
+  /** Server URL (redis:// or rediss://; http:// or https:// for etcd). Default the local server. */
+  url?: string;
+  /** Start of every key. Default `docket:locks:` (Redis), `docket/locks/` (etcd). */
+  prefix?: string;
+}
+
+const LOCK_URL = { redis: /^rediss?:\/\//, etcd: /^https?:\/\// } as const;
+
+/** Applies defaults to lock settings and validates them; CONFIG_INVALID naming the value. */
+export function resolveSchedulerLocks(o: SchedulerLocksOptions): SchedulerLocksConfig {
+  const invalid = (field: string, message: string, value: unknown) =>
+    new DocketError('CONFIG_INVALID', message, { name: `scheduler.locks.${field}`, value });
+  const backend = o?.backend;
+  if (backend === 'database') return { backend };
+  if (backend !== 'redis' && backend !== 'etcd') {
+    throw invalid(
+      'backend',
+      `scheduler.locks.backend must be database, redis or etcd, not ${JSON.stringify(backend)}`,
+      backend,
+    );
+  }
+  const url = o.url ?? (backend === 'redis' ? 'redis://127.0.0.1:6379' : 'http://127.0.0.1:2379');
+  const scheme = LOCK_URL[backend];
+  if (typeof url !== 'string' || !url.split(',').every((u) => scheme.test(u.trim()))) {
+    throw invalid(
+      'url',
+      `scheduler.locks.url of ${backend} must start with ${backend === 'redis' ? 'redis:// or rediss://' : 'http:// or https://'}, not ${JSON.stringify(url)}`,
+      url,
+    );
+  }
+  const prefix = o.prefix ?? (backend === 'redis' ? 'docket:locks:' : 'docket/locks/');
+  if (typeof prefix !== 'string' || prefix.length === 0 || prefix.length > 200) {
+    throw invalid('prefix', 'scheduler.locks.prefix must be 1–200 characters', prefix);
+  }
+  return { backend, url, prefix };
+}
+
+/**
+ * Lock settings from DOCKET_SCHEDULER_LOCKS (database|redis|etcd), DOCKET_REDIS_URL,
+ * DOCKET_ETCD_URL and DOCKET_SCHEDULER_LOCKS_PREFIX; undefined when unset. CONFIG_INVALID
+ * naming the value when the backend is none of the three.
+ */
+export function schedulerLocksFromEnv(
+  env: NodeJS.ProcessEnv = process.env,
+): SchedulerLocksConfig | undefined {
+  const backend = env.DOCKET_SCHEDULER_LOCKS;
+  if (backend === undefined || backend === '') return undefined;
+  if (backend !== 'database' && backend !== 'redis' && backend !== 'etcd') {
+    throw new DocketError(
+      'CONFIG_INVALID',
+      `DOCKET_SCHEDULER_LOCKS must be database, redis or etcd, not ${JSON.stringify(backend)}`,
+      { name: 'DOCKET_SCHEDULER_LOCKS', value: backend },
+    );
+  }
+  return resolveSchedulerLocks({
+    backend,
+    url: (backend === 'redis' ? env.DOCKET_REDIS_URL : env.DOCKET_ETCD_URL) || undefined,
+    prefix: env.DOCKET_SCHEDULER_LOCKS_PREFIX || undefined,
+  });
+}

@@ -11,5 +11,8 @@ export {
   type LockGrant,
   type LockAcquireParams,
 } from './locks.js';
+export { RedisLockBackend, type RedisLockBackendOptions } from './locks-redis.js';
+export { EtcdLockBackend, type EtcdLockBackendOptions } from './locks-etcd.js';
+export { resolveLocks, type SchedulerLocks } from './lock-backends.js';
 export { parseSchedule, type Schedule } from './cron.js';
 export * from './types.js';

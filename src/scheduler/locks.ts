@@ -1,5 +1,6 @@
 // Lease locks for `overlap: 'forbid'` tasks (SPEC S-2). The database lease is the default
-// backend; Redis and etcd backends implement the same interface later. Every grant carries a
+// backend; Redis (locks-redis.ts) and etcd (locks-etcd.ts) implement the same interface and pass
+// the same conformance suite (test/conformance/scheduler-locks.test.ts). Every grant carries a
 // fencing token that only grows, so a holder whose lease expired can be told apart from the
 // current one by anything that checks the token.
 import type { Kysely } from 'kysely';
@@ -37,6 +38,10 @@ export interface LockBackend {
   lockExtend(p: { grant: LockGrant; leaseMs: number; now: number }): Promise<boolean>;
   /** Releases a lease still held under `grant.token`; false when it was lost already. */
   lockRelease(p: { grant: LockGrant }): Promise<boolean>;
+  /** Connects, failing clearly (LOCKS_UNAVAILABLE naming the server) if it cannot. Optional. */
+  start?(): Promise<void>;
+  /** Disconnects. Optional. */
+  stop?(): Promise<void>;
 }
 
 /** Lease locks in the `scheduler_locks` table, moved only by guarded single-row updates. */

@@ -50,18 +50,25 @@ export async function startRun(
 ): Promise<ActiveRun | null> {
   let grant = held;
   if (task.overlap === 'forbid' && !grant) {
-    grant = await deps.locks.lockAcquire({
-      name: taskLockName(task.name),
-      owner: exec.id,
-      leaseMs: deps.leaseMs,
-      now: deps.clock.now(),
-    });
+    let skipped = 'the previous run still holds the task lock (overlap: forbid)';
+    try {
+      grant = await deps.locks.lockAcquire({
+        name: taskLockName(task.name),
+        owner: exec.id,
+        leaseMs: deps.leaseMs,
+        now: deps.clock.now(),
+      });
+    } catch (err) {
+      // The lock backend went away: the tick is recorded as not run (never run unlocked).
+      deps.logger.warn({ err, task: task.name, executionId: exec.id }, 'taking a task lock failed');
+      skipped = `lock backend unavailable: ${errorMessage(err)}`;
+    }
     if (!grant) {
       await deps.rows.finishExecution({
         id: exec.id,
         status: 'skipped',
         now: deps.clock.now(),
-        error: 'the previous run still holds the task lock (overlap: forbid)',
+        error: skipped,
       });
       onDone();
       return null;

@@ -15,7 +15,8 @@ import type { Store } from '../store/index.js';
 import type { DocketDatabase } from '../store/schema.js';
 import type { Transaction } from 'kysely';
 import { parseSchedule, type Schedule } from './cron.js';
-import { DatabaseLockBackend, type LockBackend, type LockGrant } from './locks.js';
+import { openLockBackend, type SchedulerLocks } from './lock-backends.js';
+import type { LockBackend, LockGrant } from './locks.js';
 import { startRun, taskLockName, type ActiveRun, type RunnerDeps } from './runner.js';
 import { SchedulerStore, type TaskDefinitionRow } from './store.js';
 import type {
@@ -42,8 +43,12 @@ export interface SchedulerOptions {
   misfireMs?: number;
   /** Finished executions older than this are deleted by `docket.prune` (SPEC S-3), ms. Default 30 days. */
   retentionMs?: number;
-  /** The lock provider. Default the database lease (scheduler_locks). */
-  locks?: LockBackend;
+  /**
+   * The lock provider: a LockBackend, or `{ backend: 'database' | 'redis' | 'etcd', url?, prefix? }`
+   * (a Docket-made backend, connected at start and closed at stop). Default the database lease
+   * (scheduler_locks).
+   */
+  locks?: SchedulerLocks;
   /** This instance's id in execution rows. Default a random id. */
   instanceId?: string;
 }
@@ -112,6 +117,7 @@ export class Scheduler implements Service {
   private readonly active = new Map<string, ActiveRun>();
   private readonly rows: SchedulerStore;
   private readonly locks: LockBackend;
+  private readonly ownsLocks: boolean;
   private readonly runner: RunnerDeps;
   private readonly loop: IntervalService;
   private readonly leaseMs: number;
@@ -129,7 +135,10 @@ export class Scheduler implements Service {
     this.retentionMs = options.retentionMs ?? 30 * 86_400_000;
     this.instanceId = options.instanceId ?? `scheduler-${randomUUID().slice(0, 8)}`;
     this.rows = new SchedulerStore(deps.store.systemDb);
-    this.locks = options.locks ?? new DatabaseLockBackend(deps.store.systemDb);
+    ({ locks: this.locks, owned: this.ownsLocks } = openLockBackend(
+      options.locks,
+      deps.store.systemDb,
+    ));
     this.runner = {
       rows: this.rows,
       locks: this.locks,
@@ -166,6 +175,8 @@ export class Scheduler implements Service {
 
   /** Starts the tick loop. */
   async start(): Promise<void> {
+    // An unreachable Redis or etcd stops the start here, with LOCKS_UNAVAILABLE naming it.
+    await this.locks.start?.();
     await this.sync();
     await this.loop.start();
   }
@@ -174,13 +185,15 @@ export class Scheduler implements Service {
   async stop(o: { deadlineMs?: number } = {}): Promise<void> {
     await this.loop.stop();
     const runs = [...this.active.values()].map((r) => r.done);
-    if (runs.length === 0) return;
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([
-      Promise.all(runs),
-      new Promise((r) => (timer = setTimeout(r, o.deadlineMs ?? 10_000))),
-    ]);
-    clearTimeout(timer);
+    if (runs.length) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.all(runs),
+        new Promise((r) => (timer = setTimeout(r, o.deadlineMs ?? 10_000))),
+      ]);
+      clearTimeout(timer);
+    }
+    if (this.ownsLocks) await this.locks.stop?.();
   }
 
   /** One pass now: recovery, heartbeats, due ticks. Returns the executions it started. */
@@ -252,10 +265,19 @@ export class Scheduler implements Service {
       now + this.leaseMs,
     );
     for (const r of runs) {
-      if (
-        r.grant &&
-        !(await this.locks.lockExtend({ grant: r.grant, leaseMs: this.leaseMs, now }))
-      ) {
+      // A lock backend that is away must not stop the pass (ticks get recorded as skipped).
+      const extended = r.grant
+        ? await this.locks
+            .lockExtend({ grant: r.grant, leaseMs: this.leaseMs, now })
+            .catch((err: unknown) => {
+              this.deps.logger.warn(
+                { err, task: r.execution.task },
+                'extending a task lock failed',
+              );
+              return true;
+            })
+        : true;
+      if (!extended) {
         this.deps.logger.warn({ task: r.execution.task }, 'a running task lost its lock lease');
       }
     }

@@ -25,6 +25,9 @@ export type BackendName = (typeof QUEUE_BACKENDS)[number];
 /** Redis server URL for tests (each test store uses its own key prefix). */
 export const REDIS_URL = process.env.DOCKET_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 
+/** etcd client URL for tests (each test file uses its own key prefix). */
+export const ETCD_URL = process.env.DOCKET_TEST_ETCD_URL ?? 'http://127.0.0.1:2379';
+
 /** PostgreSQL server URL for tests (database part replaced per test). */
 export const PG_ADMIN_URL =
   process.env.DOCKET_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
