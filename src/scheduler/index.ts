@@ -13,3 +13,11 @@ export {
 } from './locks.js';
 export { parseSchedule, type Schedule } from './cron.js';
 export * from './types.js';
+export {
+  TriggerRegistry,
+  TriggerService,
+  triggerJobType,
+  type TriggerJobPayload,
+  type TriggerServiceDeps,
+} from './triggers.js';
+export * from './triggers-types.js';

@@ -22,6 +22,8 @@ export const DOCKET_TABLES = [
   'scheduler_tasks',
   'scheduler_executions',
   'scheduler_locks',
+  'due_triggers',
+  'due_trigger_keys',
 ] as const;
 
 /** Runs Docket's migrations for one dialect through Kysely's Migrator (which locks). */

@@ -7,6 +7,7 @@ import { m007Outbox } from './007-outbox.js';
 import { m008WebhookDeliveries } from './008-webhook-deliveries.js';
 import { m009Effects } from './009-effects.js';
 import { m012Scheduler } from './012-scheduler.js';
+import { m013Triggers } from './013-triggers.js';
 
 /** A numbered, never-edited migration with one statement list per dialect. */
 export interface DocketMigration {
@@ -31,4 +32,5 @@ export const MIGRATIONS: readonly DocketMigration[] = [
   m008WebhookDeliveries,
   m009Effects,
   m012Scheduler,
+  m013Triggers,
 ];
