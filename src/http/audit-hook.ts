@@ -17,6 +17,7 @@ const RESOURCE_OF_SEGMENT: Record<string, string> = {
   tenants: 'tenant',
   audit: 'audit_event',
   outbox: 'outbox_event',
+  triggers: 'trigger',
 };
 const ID_PARAMS = ['id', 'jobId', 'keyId', 'tenantId', 'key'];
 
@@ -55,7 +56,7 @@ export function createdIdFromPayload(payload: unknown): string | undefined {
     return undefined;
   try {
     const body = JSON.parse(payload) as Record<string, { id?: unknown } | unknown>;
-    for (const v of [body.job, body.key, body.tenant, body]) {
+    for (const v of [body.job, body.key, body.tenant, body.trigger, body]) {
       const id = (v as { id?: unknown } | undefined)?.id;
       if (typeof id === 'string') return id;
     }

@@ -76,10 +76,12 @@ export interface TriggerContext<Payload = JsonValue> {
  */
 export type TriggerOutcome = { skip: string } | JsonValue | undefined | void;
 
-/** A handler for one trigger type. */
-export type TriggerHandler<Payload = JsonValue> = (
-  ctx: TriggerContext<Payload>,
-) => TriggerOutcome | Promise<TriggerOutcome>;
+/**
+ * A handler for one trigger type. It returns a TriggerOutcome: an object whose `skip` is a
+ * string skips the trigger with that reason; any other value is stored as the result (a value
+ * JSON cannot hold is stored as null).
+ */
+export type TriggerHandler<Payload = JsonValue> = (ctx: TriggerContext<Payload>) => unknown;
 
 /** Options of one trigger type. */
 export interface TriggerTypeOptions {
