@@ -1,4 +1,4 @@
-// Due triggers on every store (SPEC S-6), driven by a ManualClock and processBatch(): a trigger
+// Due triggers on every store and queue backend (SPEC S-6), driven by a ManualClock and processBatch(): a trigger
 // fires once at fire_at through its job, dedupe within and outside the window (also under
 // concurrent schedules from two instances), skip after re-reading real state, retries and
 // `failed` after the last attempt, cancel before the fire, and a state machine the database
@@ -11,7 +11,7 @@ import {
   type TriggerContext,
   type TriggerHandler,
 } from '../../src/index.js';
-import { BACKENDS, createBusinessTable, useDocketSuite } from '../helpers/backends.js';
+import { QUEUE_BACKENDS, createBusinessTable, useDocketSuite } from '../helpers/backends.js';
 
 const T0 = Date.parse('2026-06-01T00:00:00Z');
 const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
@@ -26,7 +26,7 @@ async function failsWith(p: Promise<unknown>, code: string) {
   return err as { code: string; details: Record<string, unknown> };
 }
 
-describe.each(BACKENDS)('due triggers on %s', (backend) => {
+describe.each(QUEUE_BACKENDS)('due triggers on %s', (backend) => {
   const suite = useDocketSuite(backend, {
     pruneIntervalMs: 0,
     jobs: { retry: { baseMs: 1000, capMs: 1000 } },
@@ -297,7 +297,7 @@ describe.each(BACKENDS)('due triggers on %s', (backend) => {
 
   it("scheduleTx joins the caller's transaction: the trigger and its job exist only if it commits", async () => {
     const { d, clock, calls, tenant, fire } = setup();
-    const table = `trig_orders_${backend}_${n}`;
+    const table = `trig_orders_${backend.replace(/\W/g, '_')}_${n}`;
     await createBusinessTable(suite.ts, d, table);
     const input = { type: 'reminder', target: 'order:1', fireAt: T0 + 100, dedupeKey: 'o1' };
     await expect(
