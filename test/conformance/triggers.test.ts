@@ -1,5 +1,5 @@
-// Due triggers on every store and queue backend (SPEC S-6), driven by a ManualClock and processBatch(): a trigger
-// fires once at fire_at through its job, dedupe within and outside the window (also under
+// Due triggers on every store and queue backend (SPEC S-6), driven by a ManualClock and
+// processBatch(): a trigger fires once at fire_at through its job, dedupe within and outside the window (also under
 // concurrent schedules from two instances), skip after re-reading real state, retries and
 // `failed` after the last attempt, cancel before the fire, and a state machine the database
 // itself enforces.
