@@ -242,8 +242,8 @@ export interface DocketTriggers {
   types(): string[];
   /**
    * Settles pending triggers whose job ended without an outcome (last attempt timed out or
-   * crashed: `failed`; job canceled by an operator: `canceled`); returns how many. The reaper's
-   * beat runs it.
+   * crashed: `failed`; job canceled by an operator: `canceled`); returns how many. `start()`
+   * runs it every 30 s (or every `reapIntervalMs` if longer).
    */
   sweepOnce(): Promise<number>;
 }
@@ -715,9 +715,10 @@ export function createDocket<
           (err) => logger.error({ err }, 'sweeping expired effect calls failed'),
         );
         await effectSweeper.start();
-        // Triggers whose job ended without an outcome (a timed-out or crashed last attempt).
+        // Triggers whose job ended without an outcome (a timed-out or crashed last attempt):
+        // rare, so a slower beat than the reaper's keeps the scan off a busy store.
         triggerSweeper = new IntervalService(
-          interval,
+          Math.max(interval, 30_000),
           async () => (await triggers()).sweepOnce(),
           (err) => logger.error({ err }, 'settling stranded triggers failed'),
         );
