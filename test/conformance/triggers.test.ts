@@ -267,6 +267,31 @@ describe.each(QUEUE_BACKENDS)('due triggers on %s', (backend) => {
     await expect(update(open.trigger.id, { state: 'bogus' })).rejects.toThrow();
   });
 
+  // Row-level security is PostgreSQL's (SQLite relies on the tenant filter of every query).
+  const onRls = backend.startsWith('postgres') ? it : () => undefined;
+  onRls(
+    'a tenant transaction sees only its own triggers and keys, and cannot move states',
+    async () => {
+      const { d, tenant } = setup();
+      const other = tenantName();
+      const input = { type: 'reminder', target: 'x', fireAt: T0 + 1000, dedupeKey: 'k' };
+      const mine = await d.triggers.schedule(input, { tenant });
+      await d.triggers.schedule(input, { tenant: other });
+      const seen = await d.withTransaction(tenant, async (tx) => ({
+        triggers: await tx.selectFrom('due_triggers').select(['id', 'tenant_id']).execute(),
+        keys: await tx.selectFrom('due_trigger_keys').select('tenant_id').execute(),
+      }));
+      expect(seen.triggers).toEqual([{ id: mine.trigger.id, tenant_id: tenant }]);
+      expect(seen.keys).toEqual([{ tenant_id: tenant }]);
+      await expect(
+        d.withTransaction(tenant, (tx) =>
+          tx.updateTable('due_triggers').set({ state: 'triggered', finished_at: T0 }).execute(),
+        ),
+      ).rejects.toThrow(/permission denied/);
+      expect((await d.triggers.get(mine.trigger.id, { tenant })).state).toBe('pending');
+    },
+  );
+
   it('bad input is refused with a stable code and writes nothing', async () => {
     const { d, tenant } = setup();
     const ok = { type: 'reminder', target: 'x', fireAt: T0 };
