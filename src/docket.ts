@@ -24,6 +24,7 @@ import {
   type Failpoint,
   type Job,
   type JobBackend,
+  type JobContext,
   type JobHandler,
   type JobHandlers,
   type JobListFilter,
@@ -94,6 +95,17 @@ import {
   type TaskDefinition,
   type TaskExecution,
   type TaskStats,
+  TriggerRegistry,
+  TriggerService,
+  type DueTrigger,
+  type ScheduleTriggerInput,
+  type ScheduleTriggerOptions,
+  type ScheduleTriggerResult,
+  type TriggerHandler,
+  type TriggerJobPayload,
+  type TriggerListFilter,
+  type TriggersOptions,
+  type TriggerTypeOptions,
 } from './scheduler/index.js';
 import {
   ProposalsService,
@@ -166,6 +178,8 @@ export interface CreateDocketOptions<
   outbox?: OutboxOptions;
   /** The cron scheduler (SPEC S): tasks and tick settings. Default no tasks. */
   scheduler?: SchedulerOptions;
+  /** Due triggers (SPEC S-6): handlers and options by trigger type. Default none. */
+  triggers?: TriggersOptions;
   /** Proposals, confirm-before-apply (SPEC S-7): kinds and limits. Default no kinds. */
   proposals?: ProposalsOptions;
 }
@@ -239,6 +253,50 @@ export interface DocketScheduler {
   runOnce(): Promise<TaskExecution[]>;
   /** Waits until every run this instance started is recorded as finished. */
   idle(): Promise<void>;
+}
+
+/** Due triggers of a Docket instance (SPEC S-6). */
+export interface DocketTriggers {
+  /**
+   * Registers the handler of a trigger type (VALIDATION_FAILED for a bad or repeated name);
+   * register before creating workers, which claim only the types known when they are made.
+   */
+  register<P = JsonValue>(
+    type: string,
+    handler: TriggerHandler<P>,
+    options?: TriggerTypeOptions,
+  ): void;
+  /**
+   * Schedules a trigger and its firing job in one transaction; within an open dedupe window of
+   * (tenant, type, dedupeKey) the existing trigger is returned with `deduplicated: true`.
+   * UNKNOWN_TRIGGER_TYPE, VALIDATION_FAILED, PAYLOAD_TOO_LARGE.
+   */
+  schedule<P extends JsonValue = JsonValue>(
+    input: ScheduleTriggerInput<P>,
+    options?: ScheduleTriggerOptions,
+  ): Promise<ScheduleTriggerResult<P>>;
+  /** Schedules inside a transaction from withTransaction: it exists only if that commits. */
+  scheduleTx<P extends JsonValue = JsonValue, DB = DocketDatabase>(
+    tx: DocketTransaction<DB>,
+    input: ScheduleTriggerInput<P>,
+    options?: Omit<ScheduleTriggerOptions, 'tenant'>,
+  ): Promise<ScheduleTriggerResult<P>>;
+  /** One trigger; TRIGGER_NOT_FOUND if absent or another tenant's. */
+  get(id: string, options?: { tenant?: string }): Promise<DueTrigger>;
+  /** A page of the tenant's triggers, newest first, filtered by state and type. */
+  list(filter?: TriggerListFilter, options?: { tenant?: string }): Promise<Page<DueTrigger>>;
+  /** Counts by state (the tenant's). */
+  counts(options?: { tenant?: string }): Promise<Record<string, number>>;
+  /** Cancels a pending trigger (audited); TRIGGER_NOT_FOUND, TRIGGER_NOT_PENDING. */
+  cancel(id: string, options?: ActorOptions): Promise<DueTrigger>;
+  /** Registered trigger types, sorted. */
+  types(): string[];
+  /**
+   * Settles pending triggers whose job ended without an outcome (last attempt timed out or
+   * crashed: `failed`; job canceled by an operator: `canceled`); returns how many. `start()`
+   * runs it every 30 s (or every `reapIntervalMs` if longer).
+   */
+  sweepOnce(): Promise<number>;
 }
 
 /** A transaction handed out by withTransaction; Docket's `…Tx` writes join it. */
@@ -415,6 +473,8 @@ export interface Docket<M extends JobMap = JobMap, D extends AuditDefinition = A
   readonly scheduler: DocketScheduler;
   /** Proposals, confirm-before-apply (SPEC S-7). */
   readonly proposals: DocketProposals;
+  /** Due triggers (SPEC S-6). */
+  readonly triggers: DocketTriggers;
   /** The dead-letter queue. */
   readonly dlq: {
     /** A page of dead-lettered jobs. */
@@ -495,6 +555,31 @@ export function createDocket<
   for (const [t, o] of Object.entries(options.jobTypes ?? {})) {
     validateRateLimit(t, (o as JobTypeOptions | undefined)?.rateLimit);
     typeMap.set(t, (o ?? {}) as JobTypeOptions);
+  }
+  // Each trigger type fires through its own internal job type, so a worker claims only the
+  // triggers it has a handler for (SPEC S-6).
+  const triggerRegistry = new TriggerRegistry();
+  const triggerJobHandlers: Record<string, JobHandler<unknown>> = {};
+  const registerTrigger = (
+    type: string,
+    handler: TriggerHandler<never>,
+    o?: TriggerTypeOptions,
+  ): void => {
+    const jobType = triggerRegistry.register(type, handler, o);
+    const fire: JobHandler<unknown> = async (ctx) =>
+      (await triggers()).fire(ctx as JobContext<TriggerJobPayload>);
+    triggerJobHandlers[jobType] = fire;
+    handlers[jobType] = fire;
+    typeMap.set(jobType, triggerRegistry.jobTypeOptions(type));
+  };
+  for (const [t, h] of Object.entries(options.triggers?.handlers ?? {})) {
+    registerTrigger(t, h, options.triggers?.types?.[t]);
+  }
+  const triggerRetentionMs = options.triggers?.retentionMs ?? 30 * 86_400_000;
+  if (!Number.isInteger(triggerRetentionMs) || triggerRetentionMs < 0) {
+    throw new DocketError('CONFIG_INVALID', 'triggers.retentionMs must be a non-negative integer', {
+      name: 'triggers.retentionMs',
+    });
   }
   const knownTypes = () => (declared ? typeMap : undefined);
   const typeOptions = (type: string) => typeMap.get(type);
@@ -612,6 +697,27 @@ export function createDocket<
   );
   let proposalSweeper: IntervalService | undefined;
 
+  let triggerService: TriggerService | undefined;
+  const triggers = async () => {
+    const { store } = await ready();
+    triggerService ??= new TriggerService({
+      store,
+      registry: triggerRegistry,
+      clock,
+      ids,
+      logger,
+      payloadLimitBytes: config.payloadLimitBytes,
+      tenantOfTx: (tx) => txTenants.get(tx),
+      withTransaction: (tenant, fn) => docket.withTransaction(tenant, fn),
+      enqueueTx: async (tx, type, payload, o) => {
+        const [r] = await (await jobs()).enqueueMany([{ type, payload, options: o }], { tx });
+        return (r as EnqueueResult).job;
+      },
+    });
+    return triggerService;
+  };
+  let triggerSweeper: IntervalService | undefined;
+
   let auditService: AuditService | undefined;
   const audit = async () => {
     const { store } = await ready();
@@ -694,6 +800,14 @@ export function createDocket<
           (err) => logger.error({ err }, 'expiring proposals failed'),
         );
         await proposalSweeper.start();
+        // Triggers whose job ended without an outcome (a timed-out or crashed last attempt):
+        // rare, so a slower beat than the reaper's keeps the scan off a busy store.
+        triggerSweeper = new IntervalService(
+          Math.max(interval, 30_000),
+          async () => (await triggers()).sweepOnce(),
+          (err) => logger.error({ err }, 'settling stranded triggers failed'),
+        );
+        await triggerSweeper.start();
       }
       if (maintenance.length === 0 && options.builtins !== false) {
         const pruneEvery = options.pruneIntervalMs ?? 3_600_000;
@@ -720,6 +834,7 @@ export function createDocket<
       await reaper?.stop();
       await effectSweeper?.stop();
       await proposalSweeper?.stop();
+      await triggerSweeper?.stop();
       await schedulerService?.stop();
       for (const m of maintenance) await m.stop();
       await Promise.all([...workers].map((w) => w.stop()));
@@ -898,6 +1013,28 @@ export function createDocket<
       list: (f, o) => proposalsService.list(f, o),
       expireOnce: () => proposalsService.expireOnce(),
     },
+    triggers: {
+      register(type, handler, o) {
+        registerTrigger(type, handler as TriggerHandler<never>, o);
+      },
+      async schedule(input, o) {
+        const tenant = requireTenant(o?.tenant);
+        return (await (
+          await triggers()
+        ).schedule(tenant, input, o)) as ScheduleTriggerResult<never>;
+      },
+      async scheduleTx(tx, input, o) {
+        return (await (
+          await triggers()
+        ).scheduleTx(tx as unknown as TenantTransaction, input, o)) as ScheduleTriggerResult<never>;
+      },
+      get: async (id, o) => (await triggers()).get(requireTenant(o?.tenant), id),
+      list: async (f, o) => (await triggers()).list(requireTenant(o?.tenant), f),
+      counts: async (o) => (await triggers()).counts(requireTenant(o?.tenant)),
+      cancel: async (id, o) => (await triggers()).cancel(requireTenant(o?.tenant), id, o),
+      types: () => triggerRegistry.names(),
+      sweepOnce: async () => (await triggers()).sweepOnce(),
+    },
     dlq: {
       list: async (o) => (await jobs()).listDeadLetters(o),
       replay: async (id, o) => (await jobs()).replayDeadLetter(id, o),
@@ -909,7 +1046,11 @@ export function createDocket<
         ...rest,
         // Built-ins stay in every worker so maintenance (docket.prune) always has a runner.
         handlers: (own
-          ? { ...builtinHandlers, ...(own as Record<string, JobHandler<unknown>>) }
+          ? {
+              ...builtinHandlers,
+              ...triggerJobHandlers,
+              ...(own as Record<string, JobHandler<unknown>>),
+            }
           : handlers) as Record<string, JobHandler<never>>,
       });
       workers.add(lazy);
@@ -948,6 +1089,8 @@ export function createDocket<
       // Scheduler history past its retention (SPEC S-3) goes with the same maintenance job.
       const executions = await (await scheduler()).pruneOnce();
       if (executions) logger.info({ executions }, 'pruned scheduler executions past retention');
+      const finished = await (await triggers()).pruneOnce(now - triggerRetentionMs);
+      if (finished) logger.info({ triggers: finished }, 'pruned final triggers past retention');
       return total;
     },
     audit: {

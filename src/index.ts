@@ -132,3 +132,18 @@ export type {
   ProposalsOptions,
   ProposalVersion,
 } from './proposals/index.js';
+export type { DocketTriggers } from './docket.js';
+export { TRIGGER_STATES } from './scheduler/index.js';
+export type {
+  DueTrigger,
+  ScheduleTriggerInput,
+  ScheduleTriggerOptions,
+  ScheduleTriggerResult,
+  TriggerContext,
+  TriggerHandler,
+  TriggerListFilter,
+  TriggerOutcome,
+  TriggerState,
+  TriggerTypeOptions,
+  TriggersOptions,
+} from './scheduler/index.js';

@@ -11,6 +11,7 @@ import { processCommand } from './process.js';
 import { startCommand } from './start.js';
 import { tasksCommand } from './tasks.js';
 import { tenantsCommand } from './tenants.js';
+import { triggersCommand } from './triggers.js';
 import { workerCommand } from './worker.js';
 
 /** The `docket` command line, one subcommand per file. */
@@ -27,6 +28,7 @@ export function buildProgram(): Command {
     .addCommand(outboxCommand())
     .addCommand(effectsCommand())
     .addCommand(tasksCommand())
+    .addCommand(triggersCommand())
     .addCommand(auditCommand())
     .addCommand(tenantsCommand())
     .addCommand(keysCommand())

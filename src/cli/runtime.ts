@@ -7,7 +7,7 @@ import { DocketError } from '../core/errors.js';
 import type { JobHandler, JobTypeOptions } from '../jobs/index.js';
 import type { AuditDefinition } from '../audit/index.js';
 import type { OutboxOptions } from '../outbox/service.js';
-import type { TaskDefinition } from '../scheduler/index.js';
+import type { TaskDefinition, TriggerHandler } from '../scheduler/index.js';
 
 /** What the module named by DOCKET_HANDLERS provides. */
 export interface HandlersModule {
@@ -21,6 +21,8 @@ export interface HandlersModule {
   outbox?: OutboxOptions;
   /** Scheduler tasks (SPEC S-1); `docket start` runs them. Default none. */
   tasks?: TaskDefinition[];
+  /** Due trigger handlers by trigger type (SPEC S-6). Default none. */
+  triggers?: Record<string, TriggerHandler<never>>;
 }
 
 /** Structured JSON logs go to stderr so stdout stays for the human-readable output. */
@@ -90,8 +92,20 @@ export async function loadHandlersModule(
       path,
     });
   }
+  const triggers = mod.triggers;
+  if (
+    triggers !== undefined &&
+    !(isRecord(triggers) && Object.values(triggers).every((h) => typeof h === 'function'))
+  ) {
+    throw new DocketError(
+      'CONFIG_INVALID',
+      `\`triggers\` of ${path} must be an object of trigger handlers by type`,
+      { path },
+    );
+  }
   return {
     tasks: tasks as TaskDefinition[] | undefined,
+    triggers: triggers as HandlersModule['triggers'],
     outbox: outbox as OutboxOptions | undefined,
     handlers: handlers as HandlersModule['handlers'],
     jobTypes: jobTypes as HandlersModule['jobTypes'],
@@ -108,7 +122,7 @@ export async function openDocket(
   logger: Logger,
   extra: Omit<
     CreateDocketOptions<Record<string, unknown>>,
-    'handlers' | 'jobTypes' | 'logger' | 'auditDefinition' | 'outbox' | 'scheduler'
+    'handlers' | 'jobTypes' | 'logger' | 'auditDefinition' | 'outbox' | 'scheduler' | 'triggers'
   > = {},
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<Docket> {
@@ -124,6 +138,7 @@ export async function openDocket(
     auditDefinition: mod?.auditDefinition,
     outbox: mod?.outbox,
     scheduler: mod?.tasks ? { tasks: mod.tasks } : undefined,
+    triggers: mod?.triggers ? { handlers: mod.triggers } : undefined,
   });
 }
 

@@ -26,6 +26,7 @@ import {
   taskSchema,
   taskStatsSchema,
 } from './routes/scheduler.js';
+import { triggerRoutes, triggerSchema } from './routes/triggers.js';
 import { auditHooks } from './audit-hook.js';
 import { createClientIpResolver } from '../audit/index.js';
 import { dlqItemSchema, jobSchema } from './schemas.js';
@@ -114,6 +115,7 @@ export function buildHttpApp<M extends JobMap>(options: HttpAppOptions<M>): Fast
   app.addSchema(taskExecutionSchema);
   app.addSchema(taskStatsSchema);
   app.addSchema(proposalSchema);
+  app.addSchema(triggerSchema);
 
   void app.register(swagger, {
     openapi: {
@@ -158,6 +160,7 @@ export function buildHttpApp<M extends JobMap>(options: HttpAppOptions<M>): Fast
         void tenantScope.register(proposalRoutes(docket));
         void tenantScope.register(queueRoutes(docket));
         void tenantScope.register(auditRoutes(docket, clientIp));
+        void tenantScope.register(triggerRoutes(docket));
       });
       void v1.register(async (schedulerScope) => {
         schedulerScope.addHook(

@@ -18,6 +18,7 @@ const RESOURCE_OF_SEGMENT: Record<string, string> = {
   audit: 'audit_event',
   outbox: 'outbox_event',
   proposals: 'proposal',
+  triggers: 'trigger',
 };
 const ID_PARAMS = ['id', 'jobId', 'keyId', 'tenantId', 'key'];
 
@@ -56,7 +57,7 @@ export function createdIdFromPayload(payload: unknown): string | undefined {
     return undefined;
   try {
     const body = JSON.parse(payload) as Record<string, { id?: unknown } | unknown>;
-    for (const v of [body.job, body.key, body.tenant, body.proposal, body]) {
+    for (const v of [body.job, body.key, body.tenant, body.proposal, body.trigger, body]) {
       const id = (v as { id?: unknown } | undefined)?.id;
       if (typeof id === 'string') return id;
     }

@@ -16,3 +16,11 @@ export { EtcdLockBackend, type EtcdLockBackendOptions } from './locks-etcd.js';
 export { resolveLocks, type SchedulerLocks } from './lock-backends.js';
 export { parseSchedule, type Schedule } from './cron.js';
 export * from './types.js';
+export {
+  TriggerRegistry,
+  TriggerService,
+  triggerJobType,
+  type TriggerJobPayload,
+  type TriggerServiceDeps,
+} from './triggers.js';
+export * from './triggers-types.js';

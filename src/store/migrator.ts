@@ -25,6 +25,8 @@ export const DOCKET_TABLES = [
   'scheduler_locks',
   'proposals',
   'proposal_applies',
+  'due_triggers',
+  'due_trigger_keys',
 ] as const;
 
 /** Runs Docket's migrations for one dialect through Kysely's Migrator (which locks). */

@@ -157,6 +157,8 @@ export interface DocketDatabase {
   scheduler_locks: SchedulerLocksTable;
   proposals: ProposalsTable;
   proposal_applies: ProposalAppliesTable;
+  due_triggers: DueTriggersTable;
+  due_trigger_keys: DueTriggerKeysTable;
 }
 
 /** An outbox event (SPEC O-1); JSON columns as text. */
@@ -329,4 +331,36 @@ export interface ProposalAppliesTable {
   actor: string;
   trace_id: string;
   created_at: number;
+}
+
+/** A due trigger (SPEC S-6, migration 013). */
+export interface DueTriggersTable {
+  id: string;
+  tenant_id: string;
+  type: string;
+  target: string;
+  /** JSON text. */
+  payload: string;
+  fire_at: number;
+  state: string;
+  dedupe_key: string | null;
+  trace_id: string;
+  job_id: string;
+  attempts: number;
+  /** JSON text of the handler's result, or null. */
+  result: string | null;
+  skip_reason: string | null;
+  error: string | null;
+  created_at: number;
+  updated_at: number;
+  finished_at: number | null;
+}
+
+/** The dedupe window of (tenant, type, dedupe_key): which trigger holds it, until when. */
+export interface DueTriggerKeysTable {
+  tenant_id: string;
+  type: string;
+  dedupe_key: string;
+  trigger_id: string;
+  expires_at: number;
 }

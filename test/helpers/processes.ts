@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 const script = fileURLToPath(new URL('./worker-process.ts', import.meta.url));
 const relayScript = fileURLToPath(new URL('./relay-process.ts', import.meta.url));
 const schedulerScript = fileURLToPath(new URL('./scheduler-process.ts', import.meta.url));
+const triggerScript = fileURLToPath(new URL('./trigger-process.ts', import.meta.url));
 const root = fileURLToPath(new URL('../..', import.meta.url));
 
 /** A child worker process and a promise of its exit. */
@@ -26,6 +27,11 @@ export function spawnRelay(env: Record<string, string>): Promise<WorkerProcess> 
 /** Spawns test/helpers/scheduler-process.ts (a scheduler instance) and waits until it prints "ready". */
 export function spawnScheduler(env: Record<string, string>): Promise<WorkerProcess> {
   return spawnReady(schedulerScript, env);
+}
+
+/** Spawns test/helpers/trigger-process.ts (schedules and fires triggers) and waits until it prints "ready". */
+export function spawnTriggerProcess(env: Record<string, string>): Promise<WorkerProcess> {
+  return spawnReady(triggerScript, env);
 }
 
 async function spawnReady(file: string, env: Record<string, string>): Promise<WorkerProcess> {

@@ -7,6 +7,7 @@ import { m007Outbox } from './007-outbox.js';
 import { m008WebhookDeliveries } from './008-webhook-deliveries.js';
 import { m009Effects } from './009-effects.js';
 import { m012Scheduler } from './012-scheduler.js';
+import { m013Triggers } from './013-triggers.js';
 import { m014Proposals } from './014-proposals.js';
 import { m016OutboxInStorePublish } from './016-outbox-in-store-publish.js';
 import { m017EffectsRetention } from './017-effects-retention.js';
@@ -34,6 +35,7 @@ export const MIGRATIONS: readonly DocketMigration[] = [
   m008WebhookDeliveries,
   m009Effects,
   m012Scheduler,
+  m013Triggers,
   m014Proposals,
   m016OutboxInStorePublish,
   m017EffectsRetention,
