@@ -74,6 +74,7 @@ export interface SchedulerDeps {
   logger: Logger;
 }
 
+const SAME_PASS = 'an earlier tick of this task started in the same pass (overlap: forbid)';
 const NAME = /^[A-Za-z0-9_.:-]{1,200}$/;
 const TENANT = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
@@ -385,8 +386,18 @@ export class Scheduler implements Service {
       const plan = this.planTicks(task, cursor, now);
       if (plan) plans.push(plan);
     }
+    // An 'forbid' task runs one tick per pass; the others due with it (a late pass) are claimed
+    // as skipped in the same insert rather than as runs finished one statement each.
     const rows = plans.flatMap((p) =>
-      p.ticks.map((t) => this.newExecution(p.task, t, 'cron', now)),
+      p.ticks.map((t, i) =>
+        i === 0 || p.task.overlap === 'allow'
+          ? this.newExecution(p.task, t, 'cron', now)
+          : {
+              ...this.newExecution(p.task, t, 'cron', now),
+              status: 'skipped' as const,
+              error: SAME_PASS,
+            },
+      ),
     );
     for (const e of await this.rows.claimTicks(rows)) add(e);
     await this.rows.moveCursors(
@@ -463,13 +474,15 @@ export class Scheduler implements Service {
     tasks: readonly SchedulerTask[],
     won: Map<string, TaskExecution[]>,
   ): Promise<void> {
-    const units = tasks.filter((t) => won.has(t.name) && this.tasks.has(t.name));
+    const units = tasks.filter(
+      (t) => won.get(t.name)?.some((e) => e.status === 'running') && this.tasks.has(t.name),
+    );
     type Ready = { exec: TaskExecution; grant: LockGrant | null }[];
     await prepareConcurrentlyStartInOrder(
       units,
       this.concurrency,
       async (task): Promise<Ready> => {
-        const execs = won.get(task.name) as TaskExecution[];
+        const execs = (won.get(task.name) as TaskExecution[]).filter((e) => e.status === 'running');
         try {
           if (task.overlap === 'allow') return execs.map((exec) => ({ exec, grant: null }));
           const [first, ...later] = execs as [TaskExecution, ...TaskExecution[]];
@@ -478,7 +491,7 @@ export class Scheduler implements Service {
               id: e.id,
               status: 'skipped',
               now: this.deps.clock.now(),
-              error: 'an earlier tick of this task started in the same pass (overlap: forbid)',
+              error: SAME_PASS,
             });
           }
           const grant = await takeRunLock(this.runner, task, first, null);

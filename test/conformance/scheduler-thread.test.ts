@@ -4,7 +4,7 @@
 // free for the next run; and a pass prepares many due runs at once but starts them in priority
 // order, each tick once, one run per 'forbid' task.
 import { existsSync, readFileSync, rmSync } from 'node:fs';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import {
   DatabaseLockBackend,
   ManualClock,
@@ -23,8 +23,12 @@ describe.each(BACKENDS)('scheduler threads and concurrency on %s', (backend) => 
   const unique = (base: string) => `${base}-${backend}-${++n}`;
   const yearly = '0 0 1 1 *';
 
+  const reports: string[] = [];
+  afterAll(() => reports.forEach((f) => rmSync(f, { force: true })));
+
   /** A thread task of the fixture module; its report file starts absent. */
   function threadTask(name: string, exportName: string, o: Partial<TaskDefinition> = {}) {
+    reports.push(reportFile(name));
     rmSync(reportFile(name), { force: true });
     return { name, cron: yearly, isolation: 'thread', module: MODULE, export: exportName, ...o };
   }
