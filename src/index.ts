@@ -109,5 +109,6 @@ export type {
   TaskDefinition,
   TaskExecution,
   TaskHandler,
+  TaskIsolation,
   TaskStats,
 } from './scheduler/index.js';
