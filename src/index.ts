@@ -114,6 +114,7 @@ export type {
   TaskDefinition,
   TaskExecution,
   TaskHandler,
+  TaskIsolation,
   TaskStats,
 } from './scheduler/index.js';
 export type { DocketProposals } from './docket.js';

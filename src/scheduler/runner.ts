@@ -1,6 +1,7 @@
 // Runs one claimed execution: takes the task lock (overlap 'forbid'), calls the handler with an
 // AbortSignal, aborts it at timeoutMs and, if it has not settled graceMs later, records the run
-// as timed_out, releases the lock and raises an alert, whatever the handler does afterwards.
+// as timed_out, releases the lock and raises an alert, whatever the handler does afterwards (a
+// thread task's thread is terminated first; an inline handler cannot be stopped).
 import { raiseAlert } from '../alerts/index.js';
 import type { Clock } from '../core/clock.js';
 import type { IdGenerator } from '../core/ids.js';
@@ -9,7 +10,26 @@ import type { Kysely } from 'kysely';
 import type { DocketDatabase } from '../store/schema.js';
 import type { LockBackend, LockGrant } from './locks.js';
 import type { SchedulerStore } from './store.js';
-import type { SchedulerTask, TaskExecution, TaskHandler } from './types.js';
+import type { SchedulerTask, TaskContext, TaskExecution, TaskHandler } from './types.js';
+
+/** A run's work once started: its outcome, and a way to stop it if it ignores its signal. */
+export interface StartedWork {
+  /** Settles as the handler does. */
+  outcome: Promise<unknown>;
+  /** Ends work that outlived its grace period (a thread); absent where that is impossible. */
+  terminate?: () => Promise<void>;
+}
+
+/** Starts one run of a task's work with the run's context. */
+export type TaskWork = (ctx: TaskContext) => StartedWork;
+
+/** The work of an inline task: the handler, called in this event loop. */
+export function inlineWork(handler: TaskHandler): TaskWork {
+  return (ctx) => ({ outcome: (async () => handler(ctx))() });
+}
+
+/** How long a terminated thread may take to exit before the run is recorded anyway, ms. */
+const TERMINATE_DEADLINE_MS = 5000;
 
 /** What the runner needs. */
 export interface RunnerDeps {
@@ -37,17 +57,16 @@ export function taskLockName(task: string): string {
 }
 
 /**
- * Starts `exec` (already inserted as running). With `grant` the lock is already held (manual
- * trigger); otherwise an 'forbid' task takes it now and is skipped if it is held.
+ * The lock a run of `exec` holds: `held` (manual trigger), a new grant ('forbid' cron tick,
+ * recorded on the execution), null ('allow'), or 'skipped' when the lock is taken — the
+ * execution is then recorded as skipped.
  */
-export async function startRun(
+export async function takeRunLock(
   deps: RunnerDeps,
   task: SchedulerTask,
-  handler: TaskHandler,
   exec: TaskExecution,
   held: LockGrant | null,
-  onDone: () => void,
-): Promise<ActiveRun | null> {
+): Promise<LockGrant | null | 'skipped'> {
   let grant = held;
   if (task.overlap === 'forbid' && !grant) {
     let skipped = 'the previous run still holds the task lock (overlap: forbid)';
@@ -70,21 +89,32 @@ export async function startRun(
         now: deps.clock.now(),
         error: skipped,
       });
-      onDone();
-      return null;
+      return 'skipped';
     }
   }
   // A lock taken here (cron tick) is recorded now; a manual trigger's went in with the insert.
   if (grant && !held) await deps.rows.setFencingToken(exec.id, grant.token);
+  return grant;
+}
+
+/** Calls the work of `exec` (its lock, if any, taken); `onDone` once the run is recorded. */
+export function launchRun(
+  deps: RunnerDeps,
+  task: SchedulerTask,
+  work: TaskWork,
+  exec: TaskExecution,
+  grant: LockGrant | null,
+  onDone: () => void,
+): ActiveRun {
   const run: ActiveRun = { execution: exec, grant, done: Promise.resolve() };
-  run.done = execute(deps, task, handler, exec, grant).finally(onDone);
+  run.done = execute(deps, task, work, exec, grant).finally(onDone);
   return run;
 }
 
 async function execute(
   deps: RunnerDeps,
   task: SchedulerTask,
-  handler: TaskHandler,
+  work: TaskWork,
   exec: TaskExecution,
   grant: LockGrant | null,
 ): Promise<void> {
@@ -97,24 +127,27 @@ async function execute(
       graceTimer = setTimeout(() => resolve('deadline'), task.graceMs);
     }, task.timeoutMs);
   });
-  const work = (async () => {
-    try {
-      await handler({
-        task: task.name,
-        executionId: exec.id,
-        scheduledFor: exec.scheduledFor,
-        trigger: exec.trigger,
-        fencingToken: grant?.token ?? null,
-        signal: controller.signal,
-        traceId: exec.traceId,
-      });
-      return { ok: true as const };
-    } catch (err) {
-      return { ok: false as const, err };
-    }
-  })();
+  let started: StartedWork;
   try {
-    const outcome = await Promise.race([work, deadline]);
+    started = work({
+      task: task.name,
+      executionId: exec.id,
+      scheduledFor: exec.scheduledFor,
+      trigger: exec.trigger,
+      fencingToken: grant?.token ?? null,
+      signal: controller.signal,
+      traceId: exec.traceId,
+    });
+  } catch (err) {
+    started = { outcome: Promise.reject(err) };
+  }
+  const settled = started.outcome.then(
+    () => ({ ok: true as const }),
+    (err: unknown) => ({ ok: false as const, err }),
+  );
+  try {
+    const outcome = await Promise.race([settled, deadline]);
+    const terminated = outcome === 'deadline' && (await terminate(deps, task, exec, started));
     const now = deps.clock.now();
     if (outcome === 'deadline' || (!outcome.ok && controller.signal.aborted)) {
       const finished = await deps.rows.finishExecution({
@@ -123,13 +156,14 @@ async function execute(
         now,
         error:
           outcome === 'deadline'
-            ? `did not finish within timeoutMs ${task.timeoutMs} + graceMs ${task.graceMs}`
+            ? `did not finish within timeoutMs ${task.timeoutMs} + graceMs ${task.graceMs}` +
+              (terminated ? '; its thread was terminated' : '')
             : `aborted at timeoutMs ${task.timeoutMs}: ${errorMessage(outcome.err)}`,
       });
       if (finished) await alertTimeout(deps, task, finished);
-      if (outcome === 'deadline') {
+      if (outcome === 'deadline' && !terminated) {
         // The handler ignored its signal: its late result is logged, never recorded.
-        void work.then((late) =>
+        void settled.then((late) =>
           deps.logger.warn(
             { task: task.name, executionId: exec.id, ok: late.ok },
             'a timed-out task handler settled after its grace period',
@@ -162,6 +196,28 @@ async function execute(
           deps.logger.error({ err, task: task.name }, 'releasing a task lock failed'),
         );
     }
+  }
+}
+
+/** Stops work past its grace period if it can be stopped; true once it has. */
+async function terminate(
+  deps: RunnerDeps,
+  task: SchedulerTask,
+  exec: TaskExecution,
+  started: StartedWork,
+): Promise<boolean> {
+  if (!started.terminate) return false;
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      started.terminate().then(() => true),
+      new Promise<boolean>((r) => (timer = setTimeout(() => r(false), TERMINATE_DEADLINE_MS))),
+    ]);
+  } catch (err) {
+    deps.logger.error({ err, task: task.name, executionId: exec.id }, 'terminating a task failed');
+    return false;
+  } finally {
+    clearTimeout(timer);
   }
 }
 

@@ -4,6 +4,8 @@
 // admits once per (task, scheduled_for); the shared cursor (next_due_at) only moves forward by
 // guarded updates. Operator changes (enable, disable, schedule) are rows every pass re-reads.
 import { randomUUID } from 'node:crypto';
+import { isAbsolute } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { prepareAuditEvent, principalFromActor, appendAuditEvents } from '../audit/index.js';
 import type { Clock } from '../core/clock.js';
 import { newTraceId, resolveTraceId } from '../core/context.js';
@@ -17,7 +19,17 @@ import type { Transaction } from 'kysely';
 import { parseSchedule, type Schedule } from './cron.js';
 import { openLockBackend, type SchedulerLocks } from './lock-backends.js';
 import type { LockBackend, LockGrant } from './locks.js';
-import { startRun, taskLockName, type ActiveRun, type RunnerDeps } from './runner.js';
+import { forEachConcurrently, prepareConcurrentlyStartInOrder } from './bounded.js';
+import {
+  inlineWork,
+  launchRun,
+  takeRunLock,
+  taskLockName,
+  type ActiveRun,
+  type RunnerDeps,
+  type TaskWork,
+} from './runner.js';
+import { threadWork } from './thread.js';
 import { SchedulerStore, type TaskDefinitionRow } from './store.js';
 import type {
   ExecutionListFilter,
@@ -27,6 +39,7 @@ import type {
   TaskDefinition,
   TaskExecution,
   TaskHandler,
+  TaskIsolation,
   TaskStats,
 } from './types.js';
 import { EXECUTION_STATUSES } from './types.js';
@@ -51,6 +64,11 @@ export interface SchedulerOptions {
   locks?: SchedulerLocks;
   /** This instance's id in execution rows. Default a random id. */
   instanceId?: string;
+  /**
+   * How many due task runs a pass prepares at once (lock, fencing token) while it starts them
+   * in priority order; handlers then run in the background regardless. Default 16.
+   */
+  concurrency?: number;
 }
 
 /** What the scheduler needs from Docket. */
@@ -61,22 +79,59 @@ export interface SchedulerDeps {
   logger: Logger;
 }
 
+const SAME_PASS = 'an earlier tick of this task started in the same pass (overlap: forbid)';
 const NAME = /^[A-Za-z0-9_.:-]{1,200}$/;
 const TENANT = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
+/** A validated task definition with its defaults filled in. */
+export interface ResolvedTaskDefinition extends Required<
+  Omit<TaskDefinition, 'handler' | 'module' | 'export'>
+> {
+  /** The handler of an inline task; null for a thread task. */
+  handler: TaskHandler | null;
+  /** File URL of a thread task's module; null for an inline task. */
+  module: string | null;
+  /** The export a thread task calls. */
+  export: string;
+}
+
 interface Registered {
-  def: Required<Omit<TaskDefinition, 'handler'>> & { handler: TaskHandler };
+  def: ResolvedTaskDefinition;
+  work: TaskWork;
 }
 
 /** Validates a task definition and fills its defaults; SCHEDULE_INVALID / VALIDATION_FAILED. */
-export function resolveTaskDefinition(t: TaskDefinition): Registered['def'] {
+export function resolveTaskDefinition(t: TaskDefinition): ResolvedTaskDefinition {
   const bad = (field: string, message: string) =>
     new DocketError('VALIDATION_FAILED', message, { field, task: t?.name });
   if (!t || typeof t !== 'object') throw bad('task', 'a task is an object');
   if (typeof t.name !== 'string' || !NAME.test(t.name)) {
     throw bad('name', 'a task name is 1–200 characters of A-Z a-z 0-9 _ . : -');
   }
-  if (typeof t.handler !== 'function') throw bad('handler', 'a task needs a handler function');
+  const isolation: TaskIsolation = t.isolation ?? 'inline';
+  if (isolation !== 'inline' && isolation !== 'thread') {
+    throw bad('isolation', "isolation is 'inline' or 'thread'");
+  }
+  let module: string | null = null;
+  if (isolation === 'inline') {
+    if (typeof t.handler !== 'function') throw bad('handler', 'a task needs a handler function');
+    if (t.module !== undefined || t.export !== undefined) {
+      throw bad('module', "module and export are for isolation: 'thread' only");
+    }
+  } else {
+    // A function cannot cross to a thread: the thread imports the module itself, and a handler
+    // given as well would be a second, silently unused definition of the work.
+    if (t.handler !== undefined) {
+      throw bad('handler', "a task with isolation: 'thread' names a module, not a handler");
+    }
+    module = threadModuleUrl(t.module);
+    if (module === null) {
+      throw bad('module', "isolation: 'thread' needs module: a file URL or an absolute path");
+    }
+    if (t.export !== undefined && (typeof t.export !== 'string' || t.export === '')) {
+      throw bad('export', 'export is the name of the function the module exports');
+    }
+  }
   const timezone = t.timezone ?? 'UTC';
   parseSchedule(t.cron, timezone);
   const int = (field: keyof TaskDefinition, v: unknown, def: number, min: number) => {
@@ -98,7 +153,10 @@ export function resolveTaskDefinition(t: TaskDefinition): Registered['def'] {
     name: t.name,
     cron: t.cron,
     timezone,
-    handler: t.handler,
+    handler: isolation === 'inline' ? (t.handler as TaskHandler) : null,
+    isolation,
+    module,
+    export: t.export ?? 'default',
     tenant,
     timeoutMs: int('timeoutMs', t.timeoutMs, 60_000, 1),
     graceMs: int('graceMs', t.graceMs, 30_000, 0),
@@ -107,6 +165,25 @@ export function resolveTaskDefinition(t: TaskDefinition): Registered['def'] {
     catchUp,
     enabled: t.enabled ?? true,
   };
+}
+
+/** The file: URL of a thread task's module, or null when it is not a file URL or absolute path. */
+function threadModuleUrl(m: unknown): string | null {
+  if (m instanceof URL) return m.protocol === 'file:' ? m.href : null;
+  if (typeof m !== 'string' || m === '') return null;
+  if (m.startsWith('file:')) return URL.canParse(m) ? new URL(m).href : null;
+  return isAbsolute(m) ? pathToFileURL(m).href : null;
+}
+
+/** A due tick to claim, or a task's cursor to move, as planned by a pass. */
+interface TickPlan {
+  task: SchedulerTask;
+  /** Ticks to claim, in order. */
+  ticks: number[];
+  /** The cursor the plan was made from (null: not scheduled yet). */
+  expected: number | null;
+  /** The cursor after the planned ticks. */
+  next: number | null;
 }
 
 /** The scheduler of one Docket instance; a Service (start, stop, runOnce). */
@@ -123,6 +200,7 @@ export class Scheduler implements Service {
   private readonly leaseMs: number;
   private readonly misfireMs: number;
   private readonly retentionMs: number;
+  private readonly concurrency: number;
   /** This instance's id in execution rows. */
   readonly instanceId: string;
 
@@ -134,6 +212,12 @@ export class Scheduler implements Service {
     this.misfireMs = options.misfireMs ?? 60_000;
     this.retentionMs = options.retentionMs ?? 30 * 86_400_000;
     this.instanceId = options.instanceId ?? `scheduler-${randomUUID().slice(0, 8)}`;
+    this.concurrency = options.concurrency ?? 16;
+    if (!Number.isSafeInteger(this.concurrency) || this.concurrency < 1) {
+      throw new DocketError('VALIDATION_FAILED', 'scheduler.concurrency must be an integer ≥ 1', {
+        field: 'concurrency',
+      });
+    }
     this.rows = new SchedulerStore(deps.store.systemDb);
     ({ locks: this.locks, owned: this.ownsLocks } = openLockBackend(
       options.locks,
@@ -164,7 +248,9 @@ export class Scheduler implements Service {
         task: def.name,
       });
     }
-    this.tasks.set(def.name, { def });
+    const work =
+      def.handler !== null ? inlineWork(def.handler) : threadWork(def.module as string, def.export);
+    this.tasks.set(def.name, { def, work });
     this.unsynced.add(def.name);
   }
 
@@ -246,16 +332,12 @@ export class Scheduler implements Service {
     const tasks = (await this.rows.tasksByName(this.registered())).sort(
       (a, b) => a.priority - b.priority || (a.name < b.name ? -1 : 1),
     );
-    const started: TaskExecution[] = [];
-    for (const task of tasks) {
-      if (!task.enabled) continue;
-      try {
-        started.push(...(await this.dueTicks(task, now)));
-      } catch (err) {
-        this.deps.logger.error({ err, task: task.name }, 'scheduling a task failed');
-      }
-    }
-    return started;
+    const won = await this.claimDueTicks(
+      tasks.filter((t) => t.enabled),
+      now,
+    );
+    await this.startClaimed(tasks, won);
+    return tasks.flatMap((t) => won.get(t.name) ?? []);
   }
 
   private async heartbeat(now: number): Promise<void> {
@@ -264,78 +346,194 @@ export class Scheduler implements Service {
       runs.map((r) => r.execution.id),
       now + this.leaseMs,
     );
-    for (const r of runs) {
-      // A lock backend that is away must not stop the pass (ticks get recorded as skipped).
-      const extended = r.grant
-        ? await this.locks
-            .lockExtend({ grant: r.grant, leaseMs: this.leaseMs, now })
-            .catch((err: unknown) => {
-              this.deps.logger.warn(
-                { err, task: r.execution.task },
-                'extending a task lock failed',
-              );
-              return true;
-            })
-        : true;
-      if (!extended) {
+    await forEachConcurrently(runs, this.concurrency, async (r) => {
+      if (!r.grant) return;
+      const kept = await this.locks
+        .lockExtend({ grant: r.grant, leaseMs: this.leaseMs, now })
+        .catch((err: unknown) => {
+          this.deps.logger.error({ err, task: r.execution.task }, 'extending a task lock failed');
+          return true;
+        });
+      if (!kept) {
         this.deps.logger.warn({ task: r.execution.task }, 'a running task lost its lock lease');
       }
-    }
+    });
   }
 
-  /** Claims and starts the due ticks of one task, moving the shared cursor past them. */
-  private async dueTicks(task: SchedulerTask, now: number): Promise<TaskExecution[]> {
-    const schedule = this.schedule(task);
-    const version = task.version;
-    if (task.nextRunAt === null) {
-      await this.rows.moveCursor({
-        name: task.name,
-        expected: null,
-        next: schedule.next(now),
-        version,
-      });
-      return [];
-    }
-    const started: TaskExecution[] = [];
-    let cursor: number | null = task.nextRunAt;
-    for (let i = 0; cursor !== null && cursor <= now && i < 1000; i++) {
-      if (cursor < now - this.misfireMs) {
-        // Missed while no instance ran: the cursor's guarded move elects the one instance that
-        // records (skip) or runs (once) the latest missed tick.
-        let last: number = cursor;
-        let missed = 1;
-        for (
-          let t = schedule.next(cursor);
-          t !== null && t < now - this.misfireMs;
-          t = schedule.next(t)
-        ) {
-          last = t;
-          if (++missed > 100_000) break;
-        }
-        const next = schedule.next(last);
-        if (!(await this.rows.moveCursor({ name: task.name, expected: cursor, next, version })))
-          break;
-        if (task.catchUp === 'once') {
-          const e = await this.claim(task, last, now);
-          if (e) started.push(e);
-        } else {
-          await this.rows.insertExecution({
-            ...this.newExecution(task, last, 'cron', now),
-            status: 'skipped',
-            error: `missed ${missed} tick(s) while no instance ran (catchUp: skip)`,
-          });
-        }
-        cursor = next;
-        continue;
+  /**
+   * Claims the due ticks of `tasks` (enabled, in start order): one multi-row insert that the
+   * unique (task, scheduled_for) index admits once per tick across instances, then one guarded
+   * move of every cursor past what was planned. Insert before move, so a crash in between
+   * leaves a cursor another instance moves (its inserts conflict), never a lost tick. Returns
+   * the executions this instance won, by task, in tick order.
+   */
+  private async claimDueTicks(
+    tasks: readonly SchedulerTask[],
+    now: number,
+  ): Promise<Map<string, TaskExecution[]>> {
+    const won = new Map<string, TaskExecution[]>();
+    const add = (e: TaskExecution) => {
+      const list = won.get(e.task);
+      if (list) list.push(e);
+      else won.set(e.task, [e]);
+    };
+    // Missed ticks (rare: after an outage) keep their per-task path, which moves the cursor.
+    const misfired = new Set(
+      tasks.filter((t) => t.nextRunAt !== null && t.nextRunAt < now - this.misfireMs),
+    );
+    const resumed = new Map<string, number | null>();
+    await forEachConcurrently([...misfired], this.concurrency, async (task) => {
+      try {
+        const r = await this.claimMissed(task, now);
+        if (!r) return; // another instance handled them
+        resumed.set(task.name, r.next);
+        if (r.claimed) add(r.claimed);
+      } catch (err) {
+        this.deps.logger.error({ err, task: task.name }, 'scheduling a task failed');
       }
-      const e = await this.claim(task, cursor, now);
-      if (e) started.push(e);
-      const next = schedule.next(cursor);
-      if (!(await this.rows.moveCursor({ name: task.name, expected: cursor, next, version })))
-        break;
-      cursor = next;
+    });
+    const plans: TickPlan[] = [];
+    for (const task of tasks) {
+      const cursor = misfired.has(task) ? resumed.get(task.name) : task.nextRunAt;
+      if (cursor === undefined) continue;
+      const plan = this.planTicks(task, cursor, now);
+      if (plan) plans.push(plan);
     }
-    return started;
+    // An 'forbid' task runs one tick per pass; the others due with it (a late pass) are claimed
+    // as skipped in the same insert rather than as runs finished one statement each.
+    const rows = plans.flatMap((p) =>
+      p.ticks.map((t, i) =>
+        i === 0 || p.task.overlap === 'allow'
+          ? this.newExecution(p.task, t, 'cron', now)
+          : {
+              ...this.newExecution(p.task, t, 'cron', now),
+              status: 'skipped' as const,
+              error: SAME_PASS,
+            },
+      ),
+    );
+    for (const e of await this.rows.claimTicks(rows)) add(e);
+    await this.rows.moveCursors(
+      plans.map((p) => ({
+        name: p.task.name,
+        expected: p.expected,
+        next: p.next,
+        version: p.task.version,
+      })),
+    );
+    for (const list of won.values()) list.sort((a, b) => a.scheduledFor - b.scheduledFor);
+    return won;
+  }
+
+  /** The ticks of `task` due at `now` from `cursor` (at most 1000), and the cursor after them. */
+  private planTicks(task: SchedulerTask, cursor: number | null, now: number): TickPlan | null {
+    const schedule = this.schedule(task);
+    if (task.nextRunAt === null) {
+      return { task, ticks: [], expected: null, next: schedule.next(now) };
+    }
+    const expected = cursor;
+    const ticks: number[] = [];
+    while (cursor !== null && cursor <= now && ticks.length < 1000) {
+      ticks.push(cursor);
+      cursor = schedule.next(cursor);
+    }
+    return ticks.length ? { task, ticks, expected, next: cursor } : null;
+  }
+
+  /**
+   * Ticks missed while no instance ran: the cursor's guarded move elects the one instance that
+   * records (skip) or claims (once) the latest missed tick. Null when another instance did.
+   */
+  private async claimMissed(
+    task: SchedulerTask,
+    now: number,
+  ): Promise<{ next: number | null; claimed: TaskExecution | null } | null> {
+    const schedule = this.schedule(task);
+    const cursor = task.nextRunAt as number;
+    let last: number = cursor;
+    let missed = 1;
+    for (
+      let t = schedule.next(cursor);
+      t !== null && t < now - this.misfireMs;
+      t = schedule.next(t)
+    ) {
+      last = t;
+      if (++missed > 100_000) break;
+    }
+    const next = schedule.next(last);
+    const version = task.version;
+    if (!(await this.rows.moveCursor({ name: task.name, expected: cursor, next, version }))) {
+      return null;
+    }
+    const row = this.newExecution(task, last, 'cron', now);
+    if (task.catchUp === 'once') {
+      const [claimed] = await this.rows.claimTicks([row]);
+      return { next, claimed: claimed ?? null };
+    }
+    await this.rows.insertExecution({
+      ...row,
+      status: 'skipped',
+      error: `missed ${missed} tick(s) while no instance ran (catchUp: skip)`,
+    });
+    return { next, claimed: null };
+  }
+
+  /**
+   * Starts the runs this pass won, task by task in priority order: up to `concurrency` tasks
+   * take their locks at once, but no task's handler starts before an earlier task's. An
+   * 'forbid' task starts at most one run per pass; its other won ticks are skipped.
+   */
+  private async startClaimed(
+    tasks: readonly SchedulerTask[],
+    won: Map<string, TaskExecution[]>,
+  ): Promise<void> {
+    const units = tasks.filter(
+      (t) => won.get(t.name)?.some((e) => e.status === 'running') && this.tasks.has(t.name),
+    );
+    type Ready = { exec: TaskExecution; grant: LockGrant | null }[];
+    await prepareConcurrentlyStartInOrder(
+      units,
+      this.concurrency,
+      async (task): Promise<Ready> => {
+        const execs = (won.get(task.name) as TaskExecution[]).filter((e) => e.status === 'running');
+        try {
+          if (task.overlap === 'allow') return execs.map((exec) => ({ exec, grant: null }));
+          const [first, ...later] = execs as [TaskExecution, ...TaskExecution[]];
+          for (const e of later) {
+            await this.rows.finishExecution({
+              id: e.id,
+              status: 'skipped',
+              now: this.deps.clock.now(),
+              error: SAME_PASS,
+            });
+          }
+          const grant = await takeRunLock(this.runner, task, first, null);
+          return grant === 'skipped' ? [] : [{ exec: first, grant }];
+        } catch (err) {
+          this.deps.logger.error({ err, task: task.name }, 'starting a task run failed');
+          await this.failUnstarted(execs, err);
+          return [];
+        }
+      },
+      (task, ready) => {
+        const work = (this.tasks.get(task.name) as Registered).work;
+        for (const { exec, grant } of ready) this.launch(task, work, exec, grant);
+      },
+    );
+  }
+
+  /** Records runs that could not be started as failed (else they wait for their lease). */
+  private async failUnstarted(execs: readonly TaskExecution[], err: unknown): Promise<void> {
+    for (const e of execs) {
+      await this.rows
+        .finishExecution({
+          id: e.id,
+          status: 'failed',
+          now: this.deps.clock.now(),
+          error: `the run could not be started: ${err instanceof Error ? err.message : String(err)}`,
+        })
+        .catch(() => undefined);
+    }
   }
 
   private newExecution(
@@ -359,32 +557,14 @@ export class Scheduler implements Service {
     };
   }
 
-  /** Inserts the tick's execution; if this instance won it, starts the run. */
-  private async claim(
+  private launch(
     task: SchedulerTask,
-    scheduledFor: number,
-    now: number,
-  ): Promise<TaskExecution | null> {
-    const reg = this.tasks.get(task.name);
-    if (!reg) return null;
-    const row = this.newExecution(task, scheduledFor, 'cron', now);
-    if (!(await this.rows.insertExecution(row))) return null;
-    const exec = await this.rows.getExecution(row.id);
-    if (!exec) return null;
-    await this.begin(task, reg.def.handler, exec, null);
-    return exec;
-  }
-
-  private async begin(
-    task: SchedulerTask,
-    handler: TaskHandler,
+    work: TaskWork,
     exec: TaskExecution,
     grant: LockGrant | null,
   ) {
-    const run = await startRun(this.runner, task, handler, exec, grant, () =>
-      this.active.delete(exec.id),
-    );
-    if (run) this.active.set(exec.id, run);
+    const run = launchRun(this.runner, task, work, exec, grant, () => this.active.delete(exec.id));
+    this.active.set(exec.id, run);
   }
 
   private async visibleTask(name: string, scope: SchedulerScope, db?: Transaction<DocketDatabase>) {
@@ -491,7 +671,7 @@ export class Scheduler implements Service {
       throw err;
     }
     const exec = (await this.rows.getExecution(row.id)) as TaskExecution;
-    await this.begin(task, reg.def.handler, exec, grant);
+    this.launch(task, reg.work, exec, grant);
     return exec;
   }
 

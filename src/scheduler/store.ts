@@ -49,6 +49,33 @@ export interface NewExecution {
   fencingToken?: number;
 }
 
+// Rows per multi-row statement: 15 parameters a row stays far below SQLite's 32,766 and
+// PostgreSQL's 65,535 bound parameters.
+const CLAIM_CHUNK = 500;
+const CURSOR_CHUNK = 200;
+
+/** The column values of a new execution. */
+function executionValues(e: NewExecution) {
+  const finished = e.status !== 'running';
+  return {
+    id: e.id,
+    task: e.task,
+    tenant_id: e.tenantId,
+    scheduled_for: e.scheduledFor,
+    trigger_kind: e.trigger,
+    status: e.status,
+    instance_id: e.instanceId,
+    fencing_token: e.fencingToken ?? null,
+    trace_id: e.traceId,
+    started_at: e.now,
+    lease_until: finished ? null : e.leaseUntil,
+    finished_at: finished ? e.now : null,
+    duration_ms: finished ? 0 : null,
+    error: e.error ?? null,
+    stack: null,
+  };
+}
+
 /** Converts a task row to the domain type. */
 export function rowToTask(r: SchedulerTasksTable): SchedulerTask {
   return {
@@ -190,6 +217,51 @@ export class SchedulerStore {
     return Number(r.numUpdatedRows) === 1;
   }
 
+  /**
+   * Moves many cursors in one statement per chunk, each only if it is still `expected` at
+   * `version` (the guard of moveCursor); returns the names whose cursor moved. One round trip
+   * instead of one per task is what lets a pass keep up with many every-second tasks.
+   */
+  async moveCursors(
+    moves: readonly {
+      name: string;
+      expected: number | null;
+      next: number | null;
+      version: number;
+    }[],
+  ): Promise<Set<string>> {
+    const moved = new Set<string>();
+    for (let i = 0; i < moves.length; i += CURSOR_CHUNK) {
+      const chunk = moves.slice(i, i + CURSOR_CHUNK);
+      const rows = await this.db
+        .updateTable('scheduler_tasks')
+        .set({
+          // The cast types the parameters: alone inside CASE, PostgreSQL would read them as text.
+          next_due_at: sql<number | null>`case ${sql.ref('name')} ${sql.join(
+            chunk.map((m) => sql`when ${m.name} then cast(${m.next} as bigint)`),
+            sql` `,
+          )} end`,
+        })
+        .where((eb) =>
+          eb.or(
+            chunk.map((m) =>
+              eb.and([
+                eb('name', '=', m.name),
+                eb('version', '=', m.version),
+                m.expected === null
+                  ? eb('next_due_at', 'is', null)
+                  : eb('next_due_at', '=', m.expected),
+              ]),
+            ),
+          ),
+        )
+        .returning('name')
+        .execute();
+      for (const r of rows) moved.add(r.name);
+    }
+    return moved;
+  }
+
   /** Runtime change of enabled state or schedule (audited by the caller in `trx`). */
   async updateRuntime(
     trx: Transaction<DocketDatabase>,
@@ -224,26 +296,9 @@ export class SchedulerStore {
 
   /** Claims a tick (or records a manual/skipped run); false when the tick was claimed already. */
   async insertExecution(e: NewExecution, db: Db = this.db): Promise<boolean> {
-    const finished = e.status !== 'running';
     const r = await db
       .insertInto('scheduler_executions')
-      .values({
-        id: e.id,
-        task: e.task,
-        tenant_id: e.tenantId,
-        scheduled_for: e.scheduledFor,
-        trigger_kind: e.trigger,
-        status: e.status,
-        instance_id: e.instanceId,
-        fencing_token: e.fencingToken ?? null,
-        trace_id: e.traceId,
-        started_at: e.now,
-        lease_until: finished ? null : e.leaseUntil,
-        finished_at: finished ? e.now : null,
-        duration_ms: finished ? 0 : null,
-        error: e.error ?? null,
-        stack: null,
-      })
+      .values(executionValues(e))
       .onConflict((oc) =>
         // A literal, not a parameter: SQLite matches the target to the partial unique index only
         // when the WHERE is the index's own text (see src/alerts).
@@ -254,6 +309,30 @@ export class SchedulerStore {
       )
       .executeTakeFirst();
     return Number(r.numInsertedOrUpdatedRows ?? 0) === 1;
+  }
+
+  /**
+   * Claims many ticks with one multi-row insert per chunk; the unique index on (task,
+   * scheduled_for) admits each tick once across instances, and the rows returned are the ticks
+   * this call won (ON CONFLICT DO NOTHING returns only inserted rows, on both dialects).
+   */
+  async claimTicks(rows: readonly NewExecution[]): Promise<TaskExecution[]> {
+    const won: TaskExecution[] = [];
+    for (let i = 0; i < rows.length; i += CLAIM_CHUNK) {
+      const inserted = await this.db
+        .insertInto('scheduler_executions')
+        .values(rows.slice(i, i + CLAIM_CHUNK).map(executionValues))
+        .onConflict((oc) =>
+          oc
+            .columns(['task', 'scheduled_for'])
+            .where('trigger_kind', '=', sql.lit('cron'))
+            .doNothing(),
+        )
+        .returningAll()
+        .execute();
+      won.push(...inserted.map(rowToExecution));
+    }
+    return won;
   }
 
   /** Records the fencing token of the lock a running execution took. */

@@ -36,6 +36,9 @@ export interface TaskContext {
 /** A task handler; a thrown error makes the execution `failed`. */
 export type TaskHandler = (ctx: TaskContext) => Promise<unknown> | unknown;
 
+/** Where a task's handler runs: in the scheduler's event loop, or on its own worker thread. */
+export type TaskIsolation = 'inline' | 'thread';
+
 /** A task as registered in code (SPEC S-1). */
 export interface TaskDefinition {
   /** Unique task name, 1–200 characters of `[A-Za-z0-9_.:-]`. */
@@ -44,8 +47,17 @@ export interface TaskDefinition {
   cron: string;
   /** IANA timezone the expression is read in. Default 'UTC'. */
   timezone?: string;
-  /** The work. */
-  handler: TaskHandler;
+  /** The work (isolation 'inline'); a thread task names a `module` instead. */
+  handler?: TaskHandler;
+  /**
+   * 'thread': each run imports `module` on a fresh worker thread, which is terminated at the end
+   * of the grace period, so even a handler that never yields cannot hold the task. Default 'inline'.
+   */
+  isolation?: TaskIsolation;
+  /** The module of a thread task: a file URL or an absolute path. Required for 'thread' only. */
+  module?: URL | string;
+  /** The module's export that is the handler of a thread task. Default 'default'. */
+  export?: string;
   /** Tenant that owns the task; 'system' tasks are visible only to operators. Default 'system'. */
   tenant?: string;
   /** The handler's signal is aborted after this long, ms. Default 60_000. */

@@ -213,10 +213,13 @@ describe.each(BACKENDS)('scheduler on %s', (backend) => {
       ['2026-05-01T00:09:00.000Z', 'skipped'],
     ]);
     expect(s[1]?.error).toMatch(/missed 9 tick/);
+    // One pass starts one run of an overlap 'forbid' task: the caught-up 00:09 runs, and 00:10,
+    // due in the same pass, would overlap it.
     expect(o.map((e) => [iso(e.scheduledFor), e.status])).toEqual([
-      ['2026-05-01T00:10:00.000Z', 'succeeded'],
+      ['2026-05-01T00:10:00.000Z', 'skipped'],
       ['2026-05-01T00:09:00.000Z', 'succeeded'],
     ]);
+    expect(o[0]?.error).toMatch(/earlier tick of this task started in the same pass/);
   });
 
   it('a manual trigger runs the task, is audited, and is refused for a disabled task', async () => {
