@@ -247,6 +247,11 @@ export interface DocketScheduler {
   ): Promise<{ items: TaskExecution[]; nextCursor: string | null }>;
   /** One execution; EXECUTION_NOT_FOUND. */
   execution(id: string, scope?: SchedulerScope): Promise<TaskExecution>;
+  /** Cancels a running execution (audited); its instance stops it within a tick. EXECUTION_NOT_RUNNING. */
+  cancelExecution(
+    id: string,
+    options?: SchedulerActorOptions & { reason?: string },
+  ): Promise<TaskExecution>;
   /** Per-task stats over a window (default 24 h). */
   stats(options?: SchedulerScope & { task?: string; windowMs?: number }): Promise<TaskStats[]>;
   /** One scheduler pass now (tests drive time with a ManualClock and call this). */
@@ -998,6 +1003,7 @@ export function createDocket<
       trigger: async (name, o) => (await scheduler()).trigger(name, o),
       executions: async (f, o) => (await scheduler()).listExecutions(f, o),
       execution: async (id, o) => (await scheduler()).getExecution(id, o),
+      cancelExecution: async (id, o) => (await scheduler()).cancelExecution(id, o),
       stats: async (o) => (await scheduler()).stats(o),
       runOnce: async () => (await scheduler()).runOnce(),
       idle: async () => (await scheduler()).idle(),

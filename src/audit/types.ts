@@ -16,6 +16,7 @@ export const BUILTIN_AUDIT_ACTIONS = [
   'scheduler.task_disabled',
   'scheduler.task_rescheduled',
   'scheduler.task_triggered',
+  'scheduler.execution_canceled',
   'proposal.created',
   'proposal.applied',
   'proposal.apply_refused',

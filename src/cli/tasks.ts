@@ -62,6 +62,20 @@ export function tasksCommand(): Command {
       });
     });
   tasks
+    .command('cancel')
+    .description('cancel a running execution (its instance aborts the handler within a tick)')
+    .argument('<executionId>', 'execution id (from `docket tasks history`)')
+    .option('--reason <text>', 'why, kept in the execution and its audit event')
+    .action(async (id: string, o: { reason?: string }) => {
+      await withDocket(async (docket) => {
+        say(
+          executionLine(
+            await docket.scheduler.cancelExecution(id, { actor: 'cli', reason: o.reason }),
+          ),
+        );
+      });
+    });
+  tasks
     .command('history')
     .description('list executions, newest first')
     .argument('[name]', 'only this task')

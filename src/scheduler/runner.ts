@@ -49,6 +49,8 @@ export interface ActiveRun {
   grant: LockGrant | null;
   /** Settles when the run is recorded as finished (or was finished by someone else). */
   done: Promise<void>;
+  /** Aborts the handler's signal and gives it `graceMs` (its row was canceled elsewhere). */
+  cancel: () => void;
 }
 
 /** The lock name of a task. */
@@ -106,8 +108,10 @@ export function launchRun(
   grant: LockGrant | null,
   onDone: () => void,
 ): ActiveRun {
-  const run: ActiveRun = { execution: exec, grant, done: Promise.resolve() };
-  run.done = execute(deps, task, work, exec, grant).finally(onDone);
+  const run: ActiveRun = { execution: exec, grant, done: Promise.resolve(), cancel: () => {} };
+  run.done = execute(deps, task, work, exec, grant, (cancel) => (run.cancel = cancel)).finally(
+    onDone,
+  );
   return run;
 }
 
@@ -117,15 +121,25 @@ async function execute(
   work: TaskWork,
   exec: TaskExecution,
   grant: LockGrant | null,
+  onCancel: (cancel: () => void) => void,
 ): Promise<void> {
   const controller = new AbortController();
   let abortTimer: NodeJS.Timeout | undefined;
   let graceTimer: NodeJS.Timeout | undefined;
   const deadline = new Promise<'deadline'>((resolve) => {
-    abortTimer = setTimeout(() => {
-      controller.abort(new Error(`task ${task.name} timed out after ${task.timeoutMs} ms`));
+    const stop = (reason: string) => {
+      if (controller.signal.aborted) return;
+      clearTimeout(abortTimer);
+      controller.abort(new Error(reason));
       graceTimer = setTimeout(() => resolve('deadline'), task.graceMs);
-    }, task.timeoutMs);
+    };
+    abortTimer = setTimeout(
+      () => stop(`task ${task.name} timed out after ${task.timeoutMs} ms`),
+      task.timeoutMs,
+    );
+    // Canceled: the row is final already, so what follows records nothing (guarded on
+    // running); the grace period, a thread's termination and the lock release still apply.
+    onCancel(() => stop(`execution ${exec.id} of task ${task.name} was canceled`));
   });
   let started: StartedWork;
   try {

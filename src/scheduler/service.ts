@@ -342,10 +342,12 @@ export class Scheduler implements Service {
 
   private async heartbeat(now: number): Promise<void> {
     const runs = [...this.active.values()];
-    await this.rows.extendLeases(
+    const running = await this.rows.extendLeases(
       runs.map((r) => r.execution.id),
       now + this.leaseMs,
     );
+    // A run whose row is no longer running was canceled (from any instance): stop it here.
+    for (const r of runs) if (!running.has(r.execution.id)) r.cancel();
     await forEachConcurrently(runs, this.concurrency, async (r) => {
       if (!r.grant) return;
       const kept = await this.locks
@@ -713,6 +715,44 @@ export class Scheduler implements Service {
       }
     }
     return this.rows.listExecutions({ ...filter, tenant: scope.tenant });
+  }
+
+  /**
+   * Cancels a running execution (SPEC S-3 `canceled`, audited): its row becomes `canceled` at
+   * once; the instance running it aborts the handler's signal at its next pass (within one
+   * tick), gives it `graceMs`, terminates a thread task, and then releases the task lock.
+   * EXECUTION_NOT_FOUND; EXECUTION_NOT_RUNNING when it already finished.
+   */
+  async cancelExecution(
+    id: string,
+    o: SchedulerActorOptions & { reason?: string } = {},
+  ): Promise<TaskExecution> {
+    const current = await this.getExecution(id, o);
+    const now = this.deps.clock.now();
+    const actor = o.actor ?? 'library';
+    const reason = `canceled by ${actor}${o.reason ? `: ${o.reason.slice(0, 500)}` : ''}`;
+    const canceled = await this.deps.store.withSystemTransaction(async (trx) => {
+      const row = await this.rows.cancelExecution(trx, { id: current.id, now, reason });
+      if (!row) return undefined;
+      const task = await this.rows.getTask(row.task, trx);
+      if (task)
+        await this.audit(trx, task, 'scheduler.execution_canceled', o, now, {
+          executionId: row.id,
+          reason: o.reason ?? null,
+        });
+      return row;
+    });
+    if (!canceled) {
+      const now2 = await this.getExecution(id, o);
+      throw new DocketError(
+        'EXECUTION_NOT_RUNNING',
+        `execution ${id} is ${now2.status}; only a running execution can be canceled`,
+        { id, status: now2.status },
+      );
+    }
+    // Running here: stop it now rather than at the next pass.
+    this.active.get(canceled.id)?.cancel();
+    return canceled;
   }
 
   /** One execution; EXECUTION_NOT_FOUND if absent or not visible to the scope. */

@@ -345,15 +345,38 @@ export class SchedulerStore {
       .execute();
   }
 
-  /** Extends the heartbeat lease of running executions of this instance. */
-  async extendLeases(ids: readonly string[], leaseUntil: number): Promise<void> {
-    if (ids.length === 0) return;
-    await this.db
+  /** Extends the heartbeat lease of running executions of this instance; returns the ids still running. */
+  async extendLeases(ids: readonly string[], leaseUntil: number): Promise<Set<string>> {
+    if (ids.length === 0) return new Set();
+    const rows = await this.db
       .updateTable('scheduler_executions')
       .set({ lease_until: leaseUntil })
       .where('id', 'in', ids)
       .where('status', '=', 'running')
+      .returning('id')
       .execute();
+    return new Set(rows.map((r) => r.id));
+  }
+
+  /** running → canceled, with who and why in `error`; the row, or undefined if not running. */
+  async cancelExecution(
+    trx: Transaction<DocketDatabase>,
+    p: { id: string; now: number; reason: string },
+  ): Promise<TaskExecution | undefined> {
+    const r = await trx
+      .updateTable('scheduler_executions')
+      .set((eb) => ({
+        status: 'canceled',
+        finished_at: p.now,
+        lease_until: null,
+        duration_ms: eb(eb.val(p.now), '-', eb.ref('started_at')),
+        error: p.reason,
+      }))
+      .where('id', '=', p.id)
+      .where('status', '=', 'running')
+      .returningAll()
+      .executeTakeFirst();
+    return r ? rowToExecution(r) : undefined;
   }
 
   /** running → a final status; false when the run was finished already (e.g. timed out). */

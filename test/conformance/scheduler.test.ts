@@ -288,6 +288,78 @@ describe.each(BACKENDS)('scheduler on %s', (backend) => {
     expect(alerts).toHaveLength(1);
   });
 
+  it('canceling a running execution from another instance stops it within a pass, frees the lock and is audited', async () => {
+    const name = unique('cancel');
+    const aborts: string[] = [];
+    let ignoring = false;
+    const task: TaskDefinition = {
+      name,
+      cron: '0 0 1 1 *',
+      tenant: 'acme',
+      timeoutMs: 60_000,
+      graceMs: 150,
+      handler: (ctx) =>
+        new Promise((resolve, reject) => {
+          ctx.signal.addEventListener('abort', () => {
+            aborts.push(String((ctx.signal.reason as Error).message));
+            if (!ignoring) reject(ctx.signal.reason as Error);
+          });
+        }),
+    };
+    const a = suite.make({ scheduler: { tasks: [task] } });
+    const b = suite.make({ scheduler: { tasks: [{ ...task, handler: () => undefined }] } });
+    const e = await a.scheduler.trigger(name, { tenant: 'acme' });
+    // Another tenant cannot see it, let alone cancel it.
+    await expect(b.scheduler.cancelExecution(e.id, { tenant: 'other' })).rejects.toMatchObject({
+      code: 'EXECUTION_NOT_FOUND',
+    });
+    const canceled = await b.scheduler.cancelExecution(e.id, {
+      tenant: 'acme',
+      actor: 'user:ops',
+      reason: 'stuck on a report',
+    });
+    expect(canceled).toMatchObject({
+      status: 'canceled',
+      error: 'canceled by user:ops: stuck on a report',
+    });
+    expect(aborts).toEqual([]); // instance a learns of it at its next pass
+    await a.scheduler.runOnce();
+    await a.scheduler.idle();
+    expect(aborts).toHaveLength(1);
+    expect(aborts[0]).toContain('was canceled');
+    // The handler's rejection recorded nothing over the cancel.
+    expect(await a.scheduler.execution(e.id)).toMatchObject({ status: 'canceled' });
+    await expect(b.scheduler.cancelExecution(e.id)).rejects.toMatchObject({
+      code: 'EXECUTION_NOT_RUNNING',
+      details: { status: 'canceled' },
+    });
+    const audit = await a.audit.list(
+      { action: 'scheduler.execution_canceled' },
+      { tenant: 'acme' },
+    );
+    expect(audit.items[0]).toMatchObject({
+      resource: { id: name },
+      actor: { type: 'user', id: 'ops' },
+      metadata: { executionId: e.id, reason: 'stuck on a report' },
+    });
+    // A handler that ignores the abort still gives the lock back after graceMs.
+    ignoring = true;
+    const second = await a.scheduler.trigger(name, { tenant: 'acme' });
+    expect(second.fencingToken).toBeGreaterThan(e.fencingToken!);
+    await a.scheduler.cancelExecution(second.id);
+    await a.scheduler.idle();
+    const third = await a.scheduler.trigger(name, { tenant: 'acme' });
+    expect(third.fencingToken).toBeGreaterThan(second.fencingToken!);
+    ignoring = false;
+    await a.scheduler.cancelExecution(third.id);
+    await a.scheduler.idle();
+    expect((await a.scheduler.executions({ task: name })).items.map((x) => x.status)).toEqual([
+      'canceled',
+      'canceled',
+      'canceled',
+    ]);
+  });
+
   it('a run whose instance stopped heart-beating is failed by another instance after the lease', async () => {
     const clock = new ManualClock(Date.parse('2026-05-01T00:00:00Z'));
     const name = unique('orphaned');

@@ -75,5 +75,34 @@ for (const backend of BACKENDS) {
       );
       expect((await cli('tasks', 'enable', 'no.such.task')).stderr).toContain('TASK_NOT_FOUND');
     });
+    it('cancel stops a running execution of another process, and refuses a finished one', async () => {
+      let aborted = false;
+      docket.scheduler.register({
+        name: 'slow.export',
+        cron: '0 5 * * *',
+        graceMs: 100,
+        handler: (ctx) =>
+          new Promise((_, reject) =>
+            ctx.signal.addEventListener('abort', () => {
+              aborted = true;
+              reject(ctx.signal.reason as Error);
+            }),
+          ),
+      });
+      const e = await docket.scheduler.trigger('slow.export');
+      const out = await cli('tasks', 'cancel', e.id, '--reason', 'not today');
+      expect(out.code).toBe(0);
+      expect(out.stdout).toContain('canceled');
+      await docket.scheduler.runOnce(); // this process learns of it at its next pass
+      await docket.scheduler.idle();
+      expect(aborted).toBe(true);
+      expect(await docket.scheduler.execution(e.id)).toMatchObject({
+        status: 'canceled',
+        error: 'canceled by cli: not today',
+      });
+      const again = await cli('tasks', 'cancel', e.id);
+      expect(again.code).not.toBe(0);
+      expect(again.stderr).toContain('EXECUTION_NOT_RUNNING');
+    });
   });
 }

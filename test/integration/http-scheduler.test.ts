@@ -42,6 +42,16 @@ for (const backend of BACKENDS) {
               handler: () => undefined,
             },
             { name: 'system.cleanup', cron: '0 * * * *', handler: () => undefined },
+            {
+              name: 'globex.slow',
+              tenant: 'globex',
+              cron: '0 4 * * *',
+              graceMs: 100,
+              handler: (ctx) =>
+                new Promise((_, reject) =>
+                  ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason as Error)),
+                ),
+            },
           ],
         },
       });
@@ -67,6 +77,7 @@ for (const backend of BACKENDS) {
       const all = await call('GET', '/v1/scheduler/tasks', OPERATOR);
       expect(all.json().items.map((t: { name: string }) => t.name)).toEqual([
         'acme.report',
+        'globex.slow',
         'globex.sync',
         'system.cleanup',
       ]);
@@ -155,6 +166,35 @@ for (const backend of BACKENDS) {
         succeeded: 3,
         successRate: 1,
       });
+    });
+    it('cancel stops a running execution (audited); finished ones are 409, foreign or malformed ids 404, bad bodies 400', async () => {
+      const run = await call('POST', '/v1/scheduler/tasks/globex.slow/trigger', otherKey);
+      expect(run.statusCode).toBe(202);
+      const id = run.json().execution.id as string;
+      expect((await call('POST', `/v1/scheduler/executions/${id}/cancel`, key)).statusCode).toBe(
+        404,
+      );
+      expect(
+        (await call('POST', `/v1/scheduler/executions/${id}/cancel`, otherKey, { extra: 1 }))
+          .statusCode,
+      ).toBe(400);
+      const canceled = await call('POST', `/v1/scheduler/executions/${id}/cancel`, otherKey, {
+        reason: 'wrong day',
+      });
+      expect(canceled.statusCode).toBe(200);
+      expect(canceled.json().execution).toMatchObject({ status: 'canceled' });
+      await docket.scheduler.idle();
+      const again = await call('POST', `/v1/scheduler/executions/${id}/cancel`, otherKey);
+      expect(again.statusCode).toBe(409);
+      expect(again.json().error.code).toBe('EXECUTION_NOT_RUNNING');
+      expect(
+        (await call('POST', '/v1/scheduler/executions/nope/cancel', otherKey)).statusCode,
+      ).toBe(404);
+      const audit = await docket.audit.list(
+        { action: 'scheduler.execution_canceled' },
+        { tenant: 'globex' },
+      );
+      expect(audit.items).toHaveLength(1);
     });
   });
 }

@@ -302,6 +302,36 @@ export function schedulerRoutes(docket: Docket) {
       }),
     );
 
+    app.post<{ Params: { id: string }; Body: { reason?: string } | undefined }>(
+      '/scheduler/executions/:id/cancel',
+      {
+        schema: {
+          summary:
+            'Cancel a running execution (audited); its instance aborts the handler within a tick',
+          tags: ['scheduler'],
+          params: jobIdParamsSchema('id'),
+          body: {
+            type: ['object', 'null'],
+            additionalProperties: false,
+            properties: { reason: { type: 'string', minLength: 1, maxLength: 500 } },
+          },
+          response: {
+            200: { type: 'object', properties: { execution: { $ref: 'TaskExecution#' } } },
+            ...errorResponses(400, 401, 404, 409),
+          },
+        },
+      },
+      async (req) => ({
+        execution: executionDto(
+          await docket.scheduler.cancelExecution(req.params.id, {
+            ...scopeOf(req),
+            traceId: req.traceId,
+            reason: req.body?.reason,
+          }),
+        ),
+      }),
+    );
+
     app.get<{ Querystring: { task?: string; windowMs?: number } }>(
       '/scheduler/stats',
       {
