@@ -43,16 +43,18 @@ describe.each(QUEUE_BACKENDS)('process conformance on %s', (backend) => {
   it('3 worker processes run 10,000 jobs with none run twice and none lost', async () => {
     const tenant = 'many';
     const total = 10_000;
+    // All three are up and waiting before the first job exists: on a loaded host a process
+    // that started late used to find the other two done with everything.
+    const outs = [0, 1, 2].map((i) => join(dir, `run-${i}.txt`));
+    const workers = await Promise.all(
+      outs.map((out) => spawn({ TEST_OUT: out, TEST_CONCURRENCY: '10' })),
+    );
     for (let i = 0; i < total; i += 1000) {
       await docket.enqueueMany(
         Array.from({ length: 1000 }, (_, k) => ({ type: 'record', payload: { n: i + k } })),
         { tenant },
       );
     }
-    const outs = [0, 1, 2].map((i) => join(dir, `run-${i}.txt`));
-    const workers = await Promise.all(
-      outs.map((out) => spawn({ TEST_OUT: out, TEST_CONCURRENCY: '10' })),
-    );
     await waitFor(async () => ((await docket.jobs.counts({ tenant })).succeeded ?? 0) === total, {
       timeoutMs: 120_000,
       what: 'all jobs succeeded',
