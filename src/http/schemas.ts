@@ -117,6 +117,16 @@ export const jobResponseSchema = {
   properties: { job: { $ref: 'Job#' } },
 } as const;
 
+/** Response schema of a paged list: `{ items: [<ref>], nextCursor }`. */
+export const pageResponseSchema = (ref: string) =>
+  ({
+    type: 'object',
+    properties: {
+      items: { type: 'array', items: { $ref: `${ref}#` } },
+      nextCursor: { type: ['string', 'null'] },
+    },
+  }) as const;
+
 /** Query of the paged list endpoints. */
 export const pageQuerySchema = {
   cursor: { type: 'string', minLength: 1, maxLength: 512 },

@@ -8,7 +8,7 @@ import type {
 import { principalFromActor } from '../../audit/index.js';
 import type { Docket } from '../../docket.js';
 import { principalOf } from '../auth.js';
-import { errorResponses, isoTime, pageQuerySchema } from '../schemas.js';
+import { errorResponses, isoTime, pageQuerySchema, pageResponseSchema } from '../schemas.js';
 
 const name = { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$' } as const;
 const text = { type: 'string', minLength: 1, maxLength: 256 } as const;
@@ -106,13 +106,7 @@ export function auditRoutes(docket: Docket, clientIp: ClientIpResolver) {
             },
           },
           response: {
-            200: {
-              type: 'object',
-              properties: {
-                items: { type: 'array', items: { $ref: 'AuditEvent#' } },
-                nextCursor: { type: ['string', 'null'] },
-              },
-            },
+            200: pageResponseSchema('AuditEvent'),
             ...errorResponses(400, 401),
           },
         },

@@ -8,6 +8,7 @@ import {
   jobIdParamsSchema,
   jobResponseSchema,
   pageQuerySchema,
+  pageResponseSchema,
 } from '../schemas.js';
 
 /** The dead-letter queue: list, replay and purge (SPEC H-4). */
@@ -25,13 +26,7 @@ export function dlqRoutes(docket: Docket) {
             properties: { ...pageQuerySchema },
           },
           response: {
-            200: {
-              type: 'object',
-              properties: {
-                items: { type: 'array', items: { $ref: 'DlqItem#' } },
-                nextCursor: { type: ['string', 'null'] },
-              },
-            },
+            200: pageResponseSchema('DlqItem'),
             ...errorResponses(400, 401),
           },
         },

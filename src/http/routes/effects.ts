@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Docket } from '../../docket.js';
 import { EFFECT_STATES, type Effect, type EffectState } from '../../effects/index.js';
 import { principalOf } from '../auth.js';
-import { errorResponses, isoTime, pageQuerySchema } from '../schemas.js';
+import { errorResponses, isoTime, pageQuerySchema, pageResponseSchema } from '../schemas.js';
 
 const STATE_LIST = `^(${EFFECT_STATES.join('|')})(,(${EFFECT_STATES.join('|')}))*$`;
 const isoTimeOrNull = { type: ['string', 'null'], format: 'date-time' } as const;
@@ -82,13 +82,7 @@ export function effectRoutes(docket: Docket) {
             },
           },
           response: {
-            200: {
-              type: 'object',
-              properties: {
-                items: { type: 'array', items: { $ref: 'Effect#' } },
-                nextCursor: { type: ['string', 'null'] },
-              },
-            },
+            200: pageResponseSchema('Effect'),
             ...errorResponses(400, 401),
           },
         },

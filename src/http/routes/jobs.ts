@@ -13,6 +13,7 @@ import {
   parseStatusList,
   statusListSchema,
   type EnqueueBody,
+  pageResponseSchema,
 } from '../schemas.js';
 
 /** Most jobs in one POST /v1/jobs/batch. */
@@ -152,13 +153,7 @@ export function jobRoutes(docket: Docket, options: { batchBodyLimit: number }) {
             },
           },
           response: {
-            200: {
-              type: 'object',
-              properties: {
-                items: { type: 'array', items: { $ref: 'Job#' } },
-                nextCursor: { type: ['string', 'null'] },
-              },
-            },
+            200: pageResponseSchema('Job'),
             ...errorResponses(400, 401),
           },
         },

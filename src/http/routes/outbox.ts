@@ -11,6 +11,7 @@ import {
   pageQuerySchema,
   parseStatusList,
   statusListSchema,
+  pageResponseSchema,
 } from '../schemas.js';
 
 const isoTimeOrNull = { type: ['string', 'null'], format: 'date-time' } as const;
@@ -113,14 +114,6 @@ export function webhookDeliveryDto(d: WebhookDelivery): WebhookDeliveryDto {
   return { ...d, createdAt: iso(d.createdAt) };
 }
 
-const pageOf = (ref: string) =>
-  ({
-    type: 'object',
-    properties: {
-      items: { type: 'array', items: { $ref: `${ref}#` } },
-      nextCursor: { type: ['string', 'null'] },
-    },
-  }) as const;
 const eventResponse = { type: 'object', properties: { event: { $ref: 'OutboxEvent#' } } } as const;
 const deliveryResponse = {
   type: 'object',
@@ -163,7 +156,7 @@ export function outboxRoutes(docket: Docket) {
               ...pageQuerySchema,
             },
           },
-          response: { 200: pageOf('OutboxEvent'), ...errorResponses(400, 401) },
+          response: { 200: pageResponseSchema('OutboxEvent'), ...errorResponses(400, 401) },
         },
       },
       async (req) => {
@@ -325,7 +318,10 @@ export function outboxRoutes(docket: Docket) {
             additionalProperties: false,
             properties: { ...pageQuerySchema },
           },
-          response: { 200: pageOf('WebhookDelivery'), ...errorResponses(400, 401, 404) },
+          response: {
+            200: pageResponseSchema('WebhookDelivery'),
+            ...errorResponses(400, 401, 404),
+          },
         },
       },
       async (req) => {

@@ -18,6 +18,7 @@ import {
   pageQuerySchema,
   parseStatusList,
   statusListSchema,
+  pageResponseSchema,
 } from '../schemas.js';
 
 const version = { type: ['string', 'integer'] } as const;
@@ -199,13 +200,7 @@ export function proposalRoutes(docket: Docket) {
             },
           },
           response: {
-            200: {
-              type: 'object',
-              properties: {
-                items: { type: 'array', items: { $ref: 'Proposal#' } },
-                nextCursor: { type: ['string', 'null'] },
-              },
-            },
+            200: pageResponseSchema('Proposal'),
             ...errorResponses(400, 401),
           },
         },

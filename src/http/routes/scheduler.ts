@@ -17,6 +17,7 @@ import {
   pageQuerySchema,
   parseStatusList,
   statusListSchema,
+  pageResponseSchema,
 } from '../schemas.js';
 
 const at = isoOrNull;
@@ -257,13 +258,7 @@ export function schedulerRoutes(docket: Docket) {
             },
           },
           response: {
-            200: {
-              type: 'object',
-              properties: {
-                items: { type: 'array', items: { $ref: 'TaskExecution#' } },
-                nextCursor: { type: ['string', 'null'] },
-              },
-            },
+            200: pageResponseSchema('TaskExecution'),
             ...errorResponses(400, 401),
           },
         },

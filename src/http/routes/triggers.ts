@@ -12,6 +12,7 @@ import {
   pageQuerySchema,
   parseStatusList,
   statusListSchema,
+  pageResponseSchema,
 } from '../schemas.js';
 
 const triggerTypeSchema = { type: 'string', pattern: '^[A-Za-z][A-Za-z0-9_.:-]{0,99}$' } as const;
@@ -161,13 +162,7 @@ export function triggerRoutes(docket: Docket) {
             },
           },
           response: {
-            200: {
-              type: 'object',
-              properties: {
-                items: { type: 'array', items: { $ref: 'DueTrigger#' } },
-                nextCursor: { type: ['string', 'null'] },
-              },
-            },
+            200: pageResponseSchema('DueTrigger'),
             ...errorResponses(400, 401),
           },
         },
