@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { sql, type Kysely, type Transaction } from 'kysely';
+import { PostgresAdapter, sql, type Kysely, type Transaction } from 'kysely';
 import { DocketError } from '../core/errors.js';
 import type { AuditEventsTable, DocketDatabase } from '../store/schema.js';
 import { auditRowInserterFor } from './backends/index.js';
@@ -106,10 +106,21 @@ function decodeCursor(cursor: string): string {
   throw new DocketError('INVALID_CURSOR', 'the cursor is not valid', { cursor });
 }
 
+/** The event's UTC day as the SQLite day indexes spell it (migration 018): keep it verbatim. */
+const AUDIT_DAY_SQL = sql<number>`created_at / 86400000`;
+const DAY_MS = 86_400_000;
+
+/** The event time a UUIDv7 event id carries (its first 48 bits, ms). */
+function idTime(id: string): number {
+  return parseInt(id.slice(0, 8) + id.slice(9, 13), 16);
+}
+
 /**
  * One page of a tenant's events, newest first, keyset-paginated on id. Ids carry the event's
  * time (see auditEventId), so a time range is also an id range and every filter walks one
- * index ending in id: (tenant_id, id), or the actor, action or resource index.
+ * index ending in id: (tenant_id, id), or the actor, action or resource index. On SQLite the
+ * actor and resource indexes are prefixed by the event's day (migration 018), so those filters
+ * walk them one day at a time, newest day first, until the page is full.
  */
 export async function queryAuditEvents(
   db: Db,
@@ -126,17 +137,80 @@ export async function queryAuditEvents(
     q = q.where('id', '>=', idAtTime(f.from)).where('created_at', '>=', f.from);
   }
   if (f.to !== undefined) q = q.where('id', '<', idAtTime(f.to)).where('created_at', '<', f.to);
-  if (f.cursor !== undefined) q = q.where('id', '<', decodeCursor(f.cursor));
-  const rows = await q
-    .orderBy('id', 'desc')
-    .limit(f.limit + 1)
-    .execute();
-  const page = rows.slice(0, f.limit).map((r) => rowToAuditEvent(r as AuditEventsTable));
+  const cursor = f.cursor !== undefined ? decodeCursor(f.cursor) : undefined;
+  if (cursor !== undefined) q = q.where('id', '<', cursor);
+  const want = f.limit + 1;
+  const rows =
+    !(db.getExecutor().adapter instanceof PostgresAdapter) &&
+    (f.actorId !== undefined || f.resourceType !== undefined)
+      ? await queryAuditDays(db, tenant, f, cursor, want)
+      : ((await q.orderBy('id', 'desc').limit(want).execute()) as AuditEventsTable[]);
+  const page = rows.slice(0, f.limit).map(rowToAuditEvent);
   const last = page[page.length - 1];
   return {
     items: page,
     nextCursor: rows.length > f.limit && last ? encodeCursor(last.id) : null,
   };
+}
+
+/**
+ * SQLite's actor and resource filters (migration 018): the day-prefixed index walked newest
+ * days first. Every id of day d is below every id of day d + 1, so the batches' rows
+ * concatenate in id order. A batch is one statement over a run of days (one index seek per
+ * day, then a sort of only the matching rows); a run that does not fill the page doubles the
+ * next one, up to 64 days, and a run with nothing jumps to the next day that holds events of
+ * the tenant. The statements name their index: with ANALYZE's sampled statistics the planner
+ * sometimes preferred walking the primary key backwards, reading half the table per page.
+ */
+async function queryAuditDays(
+  db: Db,
+  tenant: string,
+  f: AuditEventFilter,
+  cursor: string | undefined,
+  want: number,
+): Promise<AuditEventsTable[]> {
+  const index = sql.raw(
+    f.actorId !== undefined ? 'audit_events_actor_day' : 'audit_events_resource_day',
+  );
+  const where = [sql`tenant_id = ${tenant}`];
+  if (f.actorId !== undefined) where.push(sql`actor_id = ${f.actorId}`);
+  if (f.action !== undefined) where.push(sql`action = ${f.action}`);
+  if (f.resourceType !== undefined) where.push(sql`resource_type = ${f.resourceType}`);
+  if (f.resourceId !== undefined) where.push(sql`resource_id = ${f.resourceId}`);
+  if (f.outcome !== undefined) where.push(sql`outcome = ${f.outcome}`);
+  if (f.from !== undefined) where.push(sql`created_at >= ${f.from}`);
+  if (f.to !== undefined) where.push(sql`created_at < ${f.to}`);
+  if (cursor !== undefined) where.push(sql`id < ${cursor}`);
+  const highs = [Number.MAX_SAFE_INTEGER];
+  if (cursor !== undefined) highs.push(idTime(cursor));
+  if (f.to !== undefined) highs.push(f.to - 1);
+  const low = f.from !== undefined ? Math.floor(Math.max(0, f.from) / DAY_MS) : 0;
+  const newestDay = async (atMost: number): Promise<number | undefined> => {
+    if (atMost < low) return undefined;
+    const r = await sql<{ day: number }>`
+      select ${AUDIT_DAY_SQL} as day from audit_events indexed by audit_events_actor_day
+      where tenant_id = ${tenant} and ${AUDIT_DAY_SQL} <= ${atMost}
+      order by ${AUDIT_DAY_SQL} desc limit 1`.execute(db);
+    const day = r.rows[0]?.day;
+    return day === undefined ? undefined : Number(day);
+  };
+  const rows: AuditEventsTable[] = [];
+  let day = await newestDay(Math.floor(Math.min(...highs) / DAY_MS));
+  let span = 1;
+  while (day !== undefined && day >= low) {
+    const top = day;
+    const first = Math.max(low, top - span + 1);
+    const days = Array.from({ length: top - first + 1 }, (_, i) => top - i);
+    const got = await sql<AuditEventsTable>`
+      select * from audit_events indexed by ${index}
+      where ${sql.join(where, sql` and `)} and ${AUDIT_DAY_SQL} in (${sql.join(days)})
+      order by id desc limit ${want - rows.length}`.execute(db);
+    rows.push(...got.rows);
+    if (rows.length >= want || first <= low) break;
+    day = got.rows.length > 0 ? first - 1 : await newestDay(first - 1);
+    span = Math.min(span * 2, 64);
+  }
+  return rows;
 }
 
 /** One event of the tenant, or undefined. */

@@ -11,6 +11,7 @@ import { m013Triggers } from './013-triggers.js';
 import { m014Proposals } from './014-proposals.js';
 import { m016OutboxInStorePublish } from './016-outbox-in-store-publish.js';
 import { m017EffectsRetention } from './017-effects-retention.js';
+import { m018AuditDayIndexes } from './018-audit-day-indexes.js';
 
 /** A numbered, never-edited migration with one statement list per dialect. */
 export interface DocketMigration {
@@ -39,4 +40,5 @@ export const MIGRATIONS: readonly DocketMigration[] = [
   m014Proposals,
   m016OutboxInStorePublish,
   m017EffectsRetention,
+  m018AuditDayIndexes,
 ];
