@@ -69,6 +69,43 @@ describe.each(QUEUE_BACKENDS)('outbox in-store publication on %s', (backend) => 
 describe.each(BACKENDS)('outbox in-store publication guarantees on %s', (backend) => {
   const suite = useDocketSuite(backend, { pruneIntervalMs: 0 });
 
+  it('an in-store batch takes up to inStoreBatchSize events; bad batch sizes are CONFIG_INVALID', async () => {
+    const tenant = unique('t');
+    const d = suite.make({
+      outbox: {
+        routes: [{ topic: 'bs.*', sink: 'queue' }],
+        sinks: { queue: { kind: 'jobs', type: unique('bs_') } },
+      },
+    });
+    await d.withTransaction(tenant, (tx) =>
+      d.outbox.addMany(
+        tx,
+        Array.from({ length: 620 }, (_, n) => ({ topic: 'bs.x', payload: { n } })),
+      ),
+    );
+    // The default is 500 in one transaction, whatever the leased path's batchSize.
+    const relay = await d.outbox.createRelay({ batchSize: 10 });
+    expect(await relay.runOnce()).toBe(500);
+    expect(await relay.runOnce()).toBe(120);
+    await d.withTransaction(tenant, (tx) =>
+      d.outbox.addMany(
+        tx,
+        Array.from({ length: 10 }, (_, n) => ({ topic: 'bs.y', payload: { n } })),
+      ),
+    );
+    const small = await d.outbox.createRelay({ inStoreBatchSize: 7 });
+    expect(await small.runOnce()).toBe(7);
+    expect(await small.runOnce()).toBe(3);
+    for (const bad of [0, 1.5, 10_001]) {
+      await expect(d.outbox.createRelay({ inStoreBatchSize: bad })).rejects.toMatchObject({
+        code: 'CONFIG_INVALID',
+      });
+      await expect(d.outbox.createRelay({ batchSize: bad })).rejects.toMatchObject({
+        code: 'CONFIG_INVALID',
+      });
+    }
+  });
+
   it('a sink that throws inside the transaction leaves neither its writes nor the mark; the leased path then publishes', async () => {
     const tenant = unique('t');
     const table = unique('instore_');
