@@ -46,6 +46,11 @@ export function idAtTime(ms: number): string {
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-7000-8000-000000000000`;
 }
 
+/** The time (ms) an event id carries: its first 48 bits, the inverse of idAtTime. */
+export function timeOfId(id: string): number {
+  return parseInt(id.slice(0, 8) + id.slice(9, 13), 16);
+}
+
 /** The principal recorded when none is given. */
 export const LIBRARY_PRINCIPAL: AuditPrincipal = { type: 'system', id: 'library' };
 

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { PostgresAdapter, sql, type Kysely, type Transaction } from 'kysely';
+import { PostgresAdapter, sql, type Kysely, type RawBuilder, type Transaction } from 'kysely';
 import { DocketError } from '../core/errors.js';
 import type { AuditEventsTable, DocketDatabase } from '../store/schema.js';
 import { auditRowInserterFor } from './backends/index.js';
@@ -11,7 +11,7 @@ import {
   chainHash,
   type AuditChainHead,
 } from './chain.js';
-import { idAtTime } from './event.js';
+import { idAtTime, timeOfId } from './event.js';
 import { isUuid } from '../core/ids.js';
 import type { AuditContent } from './content.js';
 import type { AuditEvent, AuditEventFilter, AuditOutcome, AuditVerifyResult } from './types.js';
@@ -110,11 +110,6 @@ function decodeCursor(cursor: string): string {
 const AUDIT_DAY_SQL = sql<number>`created_at / 86400000`;
 const DAY_MS = 86_400_000;
 
-/** The event time a UUIDv7 event id carries (its first 48 bits, ms). */
-function idTime(id: string): number {
-  return parseInt(id.slice(0, 8) + id.slice(9, 13), 16);
-}
-
 /**
  * One page of a tenant's events, newest first, keyset-paginated on id. Ids carry the event's
  * time (see auditEventId), so a time range is also an id range and every filter walks one
@@ -127,24 +122,26 @@ export async function queryAuditEvents(
   tenant: string,
   f: AuditEventFilter & { limit: number },
 ): Promise<{ items: AuditEvent[]; nextCursor: string | null }> {
-  let q = db.selectFrom('audit_events').selectAll().where('tenant_id', '=', tenant);
-  if (f.actorId !== undefined) q = q.where('actor_id', '=', f.actorId);
-  if (f.action !== undefined) q = q.where('action', '=', f.action);
-  if (f.resourceType !== undefined) q = q.where('resource_type', '=', f.resourceType);
-  if (f.resourceId !== undefined) q = q.where('resource_id', '=', f.resourceId);
-  if (f.outcome !== undefined) q = q.where('outcome', '=', f.outcome);
-  if (f.from !== undefined) {
-    q = q.where('id', '>=', idAtTime(f.from)).where('created_at', '>=', f.from);
-  }
-  if (f.to !== undefined) q = q.where('id', '<', idAtTime(f.to)).where('created_at', '<', f.to);
   const cursor = f.cursor !== undefined ? decodeCursor(f.cursor) : undefined;
-  if (cursor !== undefined) q = q.where('id', '<', cursor);
+  const where = [sql`tenant_id = ${tenant}`];
+  if (f.actorId !== undefined) where.push(sql`actor_id = ${f.actorId}`);
+  if (f.action !== undefined) where.push(sql`action = ${f.action}`);
+  if (f.resourceType !== undefined) where.push(sql`resource_type = ${f.resourceType}`);
+  if (f.resourceId !== undefined) where.push(sql`resource_id = ${f.resourceId}`);
+  if (f.outcome !== undefined) where.push(sql`outcome = ${f.outcome}`);
+  if (f.from !== undefined) where.push(sql`id >= ${idAtTime(f.from)} and created_at >= ${f.from}`);
+  if (f.to !== undefined) where.push(sql`id < ${idAtTime(f.to)} and created_at < ${f.to}`);
+  if (cursor !== undefined) where.push(sql`id < ${cursor}`);
   const want = f.limit + 1;
   const rows =
     !(db.getExecutor().adapter instanceof PostgresAdapter) &&
     (f.actorId !== undefined || f.resourceType !== undefined)
-      ? await queryAuditDays(db, tenant, f, cursor, want)
-      : ((await q.orderBy('id', 'desc').limit(want).execute()) as AuditEventsTable[]);
+      ? await queryAuditDays(db, tenant, f, where, cursor, want)
+      : (
+          await sql<AuditEventsTable>`
+            select * from audit_events where ${sql.join(where, sql` and `)}
+            order by id desc limit ${want}`.execute(db)
+        ).rows;
   const page = rows.slice(0, f.limit).map(rowToAuditEvent);
   const last = page[page.length - 1];
   return {
@@ -166,23 +163,15 @@ async function queryAuditDays(
   db: Db,
   tenant: string,
   f: AuditEventFilter,
+  where: readonly RawBuilder<unknown>[],
   cursor: string | undefined,
   want: number,
 ): Promise<AuditEventsTable[]> {
   const index = sql.raw(
     f.actorId !== undefined ? 'audit_events_actor_day' : 'audit_events_resource_day',
   );
-  const where = [sql`tenant_id = ${tenant}`];
-  if (f.actorId !== undefined) where.push(sql`actor_id = ${f.actorId}`);
-  if (f.action !== undefined) where.push(sql`action = ${f.action}`);
-  if (f.resourceType !== undefined) where.push(sql`resource_type = ${f.resourceType}`);
-  if (f.resourceId !== undefined) where.push(sql`resource_id = ${f.resourceId}`);
-  if (f.outcome !== undefined) where.push(sql`outcome = ${f.outcome}`);
-  if (f.from !== undefined) where.push(sql`created_at >= ${f.from}`);
-  if (f.to !== undefined) where.push(sql`created_at < ${f.to}`);
-  if (cursor !== undefined) where.push(sql`id < ${cursor}`);
   const highs = [Number.MAX_SAFE_INTEGER];
-  if (cursor !== undefined) highs.push(idTime(cursor));
+  if (cursor !== undefined) highs.push(timeOfId(cursor));
   if (f.to !== undefined) highs.push(f.to - 1);
   const low = f.from !== undefined ? Math.floor(Math.max(0, f.from) / DAY_MS) : 0;
   const newestDay = async (atMost: number): Promise<number | undefined> => {
