@@ -28,7 +28,12 @@ type InStoreTransaction = Transaction<DocketDatabase>;
 
 /** Options of a relay. */
 export interface RelayOptions {
-  /** Events claimed per round on the leased path (sinks outside the store). Default 100. */
+  /**
+   * Events claimed per round on the leased path (sinks outside the store). Default 250 when
+   * every routed sink takes a batch at once (`publishMany`: NATS, the job queue), else 100
+   * (webhooks and RabbitMQ publish event by event, so the batch is also how many requests one
+   * lane has in flight).
+   */
   batchSize?: number;
   /**
    * Events per in-store batch (one transaction: lock, enqueue their jobs, mark published).
@@ -94,7 +99,12 @@ function batchOption(name: string, value: number): number {
 /** Creates a relay (not started). */
 export function createRelay(deps: RelayDeps, o: RelayOptions = {}): OutboxRelay {
   const id = o.relayId ?? `${hostname()}:${process.pid}:${Math.random().toString(36).slice(2, 8)}`;
-  const batchSize = batchOption('batchSize', o.batchSize ?? 100);
+  const patterns = [...new Set(deps.routes.map((r) => r.topic))];
+  const routedSinks = [...new Set(deps.routes.map((r) => r.sink))];
+  // A batch path per sink means a bigger batch costs one call, not more requests in flight.
+  const batched =
+    routedSinks.length > 0 && routedSinks.every((n) => deps.sinks[n]?.publishMany !== undefined);
+  const batchSize = batchOption('batchSize', o.batchSize ?? (batched ? 250 : 100));
   const inStoreBatchSize = batchOption('inStoreBatchSize', o.inStoreBatchSize ?? 500);
   const leaseMs = o.leaseMs ?? 30_000;
   const pollMs = o.pollIntervalMs ?? 1000;
@@ -111,8 +121,6 @@ export function createRelay(deps: RelayDeps, o: RelayOptions = {}): OutboxRelay 
     capMs: o.retry?.capMs ?? 600_000,
     maxAttempts: 1,
   };
-  const patterns = [...new Set(deps.routes.map((r) => r.topic))];
-  const routedSinks = [...new Set(deps.routes.map((r) => r.sink))];
   // In-store publication only when no route leaves the store: a batch is then all or nothing.
   const inStore =
     (o.inStore ?? true) &&

@@ -46,6 +46,57 @@ describe.each(BACKENDS)('outbox relay batches on %s', (backend) => {
     }
   });
 
+  it('claims 250 events per batch by default for a sink with publishMany, 100 for one without', async () => {
+    const tenant = unique('t');
+    const many: number[] = [];
+    let single = 0;
+    const batchSink: OutboxSink = {
+      publish: () => Promise.reject(new Error('publish must not be called')),
+      async publishMany(events): Promise<SinkOutcome[]> {
+        many.push(events.length);
+        return events.map(() => ({ ok: true, receipt: {} }));
+      },
+    };
+    const oneByOne: OutboxSink = {
+      async publish() {
+        single++;
+        return {};
+      },
+    };
+    const d = suite.make({
+      outbox: {
+        routes: [
+          { topic: 'bd.many', sink: 'many' },
+          { topic: 'bd.one', sink: 'one' },
+        ],
+        sinks: { many: batchSink, one: oneByOne },
+      },
+    });
+    const add = (topic: string, count: number) =>
+      d.withTransaction(tenant, (tx) =>
+        d.outbox.addMany(
+          tx,
+          Array.from({ length: count }, (_, n) => ({ topic, payload: { n } })),
+        ),
+      );
+    await add('bd.many', 300);
+    // Both sinks routed: one of them publishes event by event, so the batch stays at 100.
+    const mixed = await d.outbox.createRelay();
+    expect(await mixed.runOnce()).toBe(100);
+    const only = suite.make({
+      outbox: { routes: [{ topic: 'bd.many', sink: 'many' }], sinks: { many: batchSink } },
+    });
+    const relay = await only.outbox.createRelay();
+    expect(await relay.runOnce()).toBe(200);
+    await add('bd.many', 300);
+    expect(await relay.runOnce()).toBe(250);
+    expect(many).toEqual([100, 200, 250]);
+    expect(single).toBe(0);
+    // An explicit batchSize wins.
+    const small = await only.outbox.createRelay({ batchSize: 30 });
+    expect(await small.runOnce()).toBe(30);
+  });
+
   it('enqueues a batch of jobs at once, and a batch refused for one event fails only that event', async () => {
     const tenant = unique('t');
     const type = unique('deliver_');

@@ -2,9 +2,13 @@
 // reach a stream through a relay with message id = event id and their headers; a republished
 // event (its relay died after publishing, before marking it) is stored once thanks to the
 // stream's duplicate window; an unreachable server or a subject no stream binds leaves the
-// event failed with a clear error and retried, never lost; bad configuration is refused.
+// event failed with a clear error and retried, never lost; bad configuration is refused. A
+// batch goes out in one call and each of its events gets its own answer (stored, duplicate,
+// refused, timed out).
+import { randomBytes, randomUUID } from 'node:crypto';
+import { connect } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { OutboxEvent } from '../../src/index.js';
+import { PermanentSinkError, type OutboxEvent } from '../../src/index.js';
 import { natsSink } from '../../src/outbox/sink-nats.js';
 import { OutboxStore } from '../../src/outbox/store.js';
 import { BACKENDS, useDocketSuite, waitFor } from '../helpers/backends.js';
@@ -218,5 +222,107 @@ describe.each(BACKENDS)('NATS JetStream sink on %s', (backend) => {
     bad({ kind: 'nats', servers: NATS_URL, stream: 'a.b' }, 'stream');
     bad({ kind: 'nats', servers: NATS_URL, timeoutMs: 0 }, 'timeoutMs');
     bad({ kind: 'natz', servers: NATS_URL }, 'kind');
+  });
+});
+
+describe('NATS JetStream sink batches', () => {
+  let admin: NatsAdmin;
+  beforeAll(async () => {
+    admin = await natsAdmin();
+  });
+  afterAll(async () => {
+    await admin?.close();
+  });
+
+  const event = (topic: string, n: number): OutboxEvent => ({
+    id: randomUUID(),
+    tenantId: 'batch',
+    topic,
+    key: null,
+    payload: { n },
+    headers: {},
+    traceId: randomBytes(16).toString('hex'),
+    status: 'publishing',
+    attempts: 1,
+    maxAttempts: 5,
+    availableAt: 0,
+    leaseOwner: 'test',
+    leaseUntil: null,
+    lastError: null,
+    sinksDone: [],
+    createdAt: Date.now(),
+    updatedAt: Date.now(),
+    publishedAt: null,
+  });
+  const signal = () => new AbortController().signal;
+
+  it('sends a batch in one call and answers each event: stored, duplicate, or refused on its own', async () => {
+    const prefix = uniqueName('docket_batch');
+    const stream = prefix.toUpperCase();
+    await admin.createStream(stream, [`${prefix}.>`]);
+    const sink = natsSink({ servers: NATS_URL, subject: `${prefix}.{topic}`, timeoutMs: 2000 });
+    try {
+      const good = Array.from({ length: 40 }, (_, n) => event('order.placed', n));
+      // A topic whose subject has an empty token: NATS can never carry it.
+      const unsendable = event('order..placed', 99);
+      const batch = [...good.slice(0, 20), unsendable, ...good.slice(20), good[3] as OutboxEvent];
+      const outcomes = await sink.publishMany?.(batch, signal());
+      expect(outcomes).toHaveLength(batch.length);
+      const refs = (outcomes ?? []).map((o) => (o.ok ? o.receipt.ref : undefined));
+      // Every good event stored once, in order; the repeat of good[3] is JetStream's duplicate.
+      expect(refs.slice(0, 20)).toEqual(good.slice(0, 20).map((_, k) => `${stream}:${k + 1}`));
+      expect(refs.slice(21, 41)).toEqual(good.slice(20).map((_, k) => `${stream}:${k + 21}`));
+      expect(refs[41]).toBe(`${stream}:4 (duplicate)`);
+      const refused = outcomes?.[20];
+      expect(refused?.ok).toBe(false);
+      expect(refused && !refused.ok && refused.error).toBeInstanceOf(PermanentSinkError);
+      const stored = await admin.messages(stream);
+      expect(stored.map((m) => m.header.get('Nats-Msg-Id'))).toEqual(good.map((e) => e.id));
+    } finally {
+      await sink.close?.();
+    }
+  });
+
+  it('refuses every event of a batch JetStream refuses (expected stream) and times out unanswered ones', async () => {
+    const prefix = uniqueName('docket_batch');
+    await admin.createStream(prefix.toUpperCase(), [`${prefix}.>`]);
+    const wrong = natsSink({ servers: NATS_URL, subject: `${prefix}.{topic}`, stream: 'NOT_IT' });
+    // A plain subscriber on the subject answers nothing: no 503, no PubAck, so the batch times out.
+    const nc = await connect({ servers: NATS_URL });
+    nc.subscribe(`${prefix}_silent.>`, { callback: () => undefined });
+    const silent = natsSink({
+      servers: NATS_URL,
+      subject: `${prefix}_silent.{topic}`,
+      timeoutMs: 300,
+    });
+    try {
+      const refusedAll = await wrong.publishMany?.([event('a', 1), event('b', 2)], signal());
+      for (const o of refusedAll ?? []) {
+        expect(o.ok).toBe(false);
+        expect(!o.ok && (o.error as Error).message).toMatch(
+          new RegExp(
+            `JetStream refused subject "${prefix}\\.[ab]": .*expected stream.*\\(err_code \\d+\\)`,
+          ),
+        );
+      }
+      const started = Date.now();
+      const timedOut = await silent.publishMany?.([event('c', 3), event('d', 4)], signal());
+      expect(Date.now() - started).toBeLessThan(2000);
+      for (const o of timedOut ?? []) {
+        expect(!o.ok && (o.error as Error).message).toMatch(
+          /no PubAck for subject .* within 300 ms/,
+        );
+      }
+      // A stopped relay's batch ends at once.
+      const stop = new AbortController();
+      const pending = silent.publishMany?.([event('e', 5)], stop.signal);
+      stop.abort();
+      const [aborted] = (await pending) ?? [];
+      expect(!aborted?.ok && (aborted?.error as Error).message).toMatch(/relay stopped/);
+    } finally {
+      await wrong.close?.();
+      await silent.close?.();
+      await nc.close();
+    }
   });
 });
