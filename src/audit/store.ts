@@ -106,16 +106,18 @@ function decodeCursor(cursor: string): string {
   throw new DocketError('INVALID_CURSOR', 'the cursor is not valid', { cursor });
 }
 
-/** The event's UTC day as the SQLite day indexes spell it (migration 018): keep it verbatim. */
+/** The event's UTC day as SQLite's day indexes spell it (migration 018): keep it verbatim. */
 const AUDIT_DAY_SQL = sql<number>`created_at / 86400000`;
+/** The same on PostgreSQL: its stored generated column (migration 019). */
+const AUDIT_DAY_PG = sql<number>`day`;
 const DAY_MS = 86_400_000;
 
 /**
  * One page of a tenant's events, newest first, keyset-paginated on id. Ids carry the event's
  * time (see auditEventId), so a time range is also an id range and every filter walks one
- * index ending in id: (tenant_id, id), or the actor, action or resource index. On SQLite the
- * actor and resource indexes are prefixed by the event's day (migration 018), so those filters
- * walk them one day at a time, newest day first, until the page is full.
+ * index ending in id: (tenant_id, id), or the actor, action or resource index. The actor and
+ * resource indexes are prefixed by the event's day (migrations 018, 019), so those filters walk
+ * them one day at a time, newest day first, until the page is full.
  */
 export async function queryAuditEvents(
   db: Db,
@@ -134,8 +136,7 @@ export async function queryAuditEvents(
   if (cursor !== undefined) where.push(sql`id < ${cursor}`);
   const want = f.limit + 1;
   const rows =
-    !(db.getExecutor().adapter instanceof PostgresAdapter) &&
-    (f.actorId !== undefined || f.resourceType !== undefined)
+    f.actorId !== undefined || f.resourceType !== undefined
       ? await queryAuditDays(db, tenant, f, where, cursor, want)
       : (
           await sql<AuditEventsTable>`
@@ -151,13 +152,14 @@ export async function queryAuditEvents(
 }
 
 /**
- * SQLite's actor and resource filters (migration 018): the day-prefixed index walked newest
+ * Actor and resource filters (migrations 018, 019): the day-prefixed index walked newest
  * days first. Every id of day d is below every id of day d + 1, so the batches' rows
  * concatenate in id order. A batch is one statement over a run of days (one index seek per
- * day, then a sort of only the matching rows); a run that does not fill the page doubles the
- * next one, up to 64 days, and a run with nothing jumps to the next day that holds events of
- * the tenant. The statements name their index: with ANALYZE's sampled statistics the planner
- * sometimes preferred walking the primary key backwards, reading half the table per page.
+ * day, then a sort of only the matching rows; the first run is 1 day on SQLite, 8 on
+ * PostgreSQL); a run that does not fill the page doubles the next one, up to 64 days, and a
+ * run with nothing jumps to the next day that holds events of the tenant. On SQLite the
+ * statements name their index: with ANALYZE's sampled statistics the planner sometimes
+ * preferred walking the primary key backwards, reading half the table per page.
  */
 async function queryAuditDays(
   db: Db,
@@ -167,7 +169,11 @@ async function queryAuditDays(
   cursor: string | undefined,
   want: number,
 ): Promise<AuditEventsTable[]> {
-  const index = sql.raw(
+  // SQLite takes the index by name; PostgreSQL has no hints (see the lateral form below).
+  const sqlite = !(db.getExecutor().adapter instanceof PostgresAdapter);
+  const indexed = (name: string) => (sqlite ? sql.raw(`indexed by ${name}`) : sql``);
+  const dayOf = sqlite ? AUDIT_DAY_SQL : AUDIT_DAY_PG;
+  const index = indexed(
     f.actorId !== undefined ? 'audit_events_actor_day' : 'audit_events_resource_day',
   );
   const highs = [Number.MAX_SAFE_INTEGER];
@@ -177,23 +183,36 @@ async function queryAuditDays(
   const newestDay = async (atMost: number): Promise<number | undefined> => {
     if (atMost < low) return undefined;
     const r = await sql<{ day: number }>`
-      select ${AUDIT_DAY_SQL} as day from audit_events indexed by audit_events_actor_day
-      where tenant_id = ${tenant} and ${AUDIT_DAY_SQL} <= ${atMost}
-      order by ${AUDIT_DAY_SQL} desc limit 1`.execute(db);
+      select ${dayOf} as day from audit_events ${indexed('audit_events_actor_day')}
+      where tenant_id = ${tenant} and ${dayOf} <= ${atMost}
+      order by ${dayOf} desc limit 1`.execute(db);
     const day = r.rows[0]?.day;
     return day === undefined ? undefined : Number(day);
   };
   const rows: AuditEventsTable[] = [];
   let day = await newestDay(Math.floor(Math.min(...highs) / DAY_MS));
-  let span = 1;
+  // A statement costs a round trip and its planning on PostgreSQL: start with a week there.
+  let span = sqlite ? 1 : 8;
   while (day !== undefined && day >= low) {
     const top = day;
     const first = Math.max(low, top - span + 1);
     const days = Array.from({ length: top - first + 1 }, (_, i) => top - i);
-    const got = await sql<AuditEventsTable>`
-      select * from audit_events indexed by ${index}
-      where ${sql.join(where, sql` and `)} and ${AUDIT_DAY_SQL} in (${sql.join(days)})
-      order by id desc limit ${want - rows.length}`.execute(db);
+    const limit = want - rows.length;
+    const got = sqlite
+      ? await sql<AuditEventsTable>`
+          select * from audit_events ${index}
+          where ${sql.join(where, sql` and `)} and ${AUDIT_DAY_SQL} in (${sql.join(days)})
+          order by id desc limit ${limit}`.execute(db)
+      : // PostgreSQL: one ordered index scan per day that stops at the page size (the equality
+        // on the day column lets the index give id order, and is leakproof, so it stays an
+        // index condition under row-level security), merged.
+        await sql<AuditEventsTable>`
+          select e.* from unnest(${days}::bigint[]) as d(wanted)
+          cross join lateral (
+            select * from audit_events
+            where ${sql.join(where, sql` and `)} and ${AUDIT_DAY_PG} = d.wanted
+            order by id desc limit ${limit}) e
+          order by e.id desc limit ${limit}`.execute(db);
     rows.push(...got.rows);
     if (rows.length >= want || first <= low) break;
     day = got.rows.length > 0 ? first - 1 : await newestDay(first - 1);

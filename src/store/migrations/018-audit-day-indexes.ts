@@ -10,9 +10,8 @@ import type { DocketMigration } from './index.js';
 // indexes, 83.4k and 11.1 µs with these (11.6 µs with neither index at all).
 //
 // The audit list query walks these indexes one day at a time, newest first (a page of an actor's
-// events is a few index seeks per day it spans; see queryAuditEvents). PostgreSQL keeps the
-// indexes of 002: it meets the ingest target with them, and one query per day would cost a round
-// trip each there.
+// events is a few index seeks per day it spans; see queryAuditEvents). PostgreSQL got the same
+// indexes in 019.
 //
 // The expression must stay exactly `created_at / 86400000` for SQLite to match the queries'
 // terms to these indexes (src/audit/store.ts, AUDIT_DAY_SQL).

@@ -12,6 +12,7 @@ import { m014Proposals } from './014-proposals.js';
 import { m016OutboxInStorePublish } from './016-outbox-in-store-publish.js';
 import { m017EffectsRetention } from './017-effects-retention.js';
 import { m018AuditDayIndexes } from './018-audit-day-indexes.js';
+import { m019AuditDayIndexesPostgres } from './019-audit-day-indexes-postgres.js';
 
 /** A numbered, never-edited migration with one statement list per dialect. */
 export interface DocketMigration {
@@ -41,4 +42,5 @@ export const MIGRATIONS: readonly DocketMigration[] = [
   m016OutboxInStorePublish,
   m017EffectsRetention,
   m018AuditDayIndexes,
+  m019AuditDayIndexesPostgres,
 ];
