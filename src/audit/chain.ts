@@ -84,24 +84,35 @@ export function auditEventsByTenant(
 }
 
 /**
- * Chains one tenant's events after `head`, pushing the stored rows onto `rows`; returns the new
- * head. One object per row (the hash is filled in after the row exists).
+ * Chains one tenant's events after `head`: gives each its seq, the previous hash and its own
+ * hash, in order, to `visit` (which stores it in whatever form its store writes); returns the new
+ * head. Every append path chains through here.
  */
-export function chainAuditEvents(
+export function chainEach(
   events: readonly PreparedAuditEvent[],
   head: AuditChainHead,
-  rows: AuditEventsTable[],
+  visit: (event: PreparedAuditEvent, seq: number, prevHash: string, hash: string) => void,
 ): AuditChainHead {
   let seq = head.seq;
   let prev = head.hash;
   for (const e of events) {
     seq += 1;
-    const row: AuditEventsTable = { ...e, seq, prev_hash: prev, hash: '' };
-    row.hash = chainHash(prev, row);
-    rows.push(row);
-    prev = row.hash;
+    const hash = chainHashAt(prev, seq, e);
+    visit(e, seq, prev, hash);
+    prev = hash;
   }
   return { seq, hash: prev };
+}
+
+/** Chains one tenant's events after `head`, pushing the stored rows onto `rows`; returns the new head. */
+export function chainAuditEvents(
+  events: readonly PreparedAuditEvent[],
+  head: AuditChainHead,
+  rows: AuditEventsTable[],
+): AuditChainHead {
+  return chainEach(events, head, (e, seq, prev_hash, hash) =>
+    rows.push({ ...e, seq, prev_hash, hash }),
+  );
 }
 
 // NUL characters and lone UTF-16 surrogates cannot be stored in PostgreSQL text/jsonb (and

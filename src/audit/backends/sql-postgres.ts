@@ -6,7 +6,7 @@ import {
   AUDIT_EVENT_COLUMNS,
   GENESIS_HASH,
   auditEventsByTenant,
-  chainHashAt,
+  chainEach,
   type AuditChainHead,
 } from '../chain.js';
 import type { PreparedAuditEvent } from '../store.js';
@@ -67,18 +67,12 @@ function chainCopyLines(
   head: AuditChainHead,
   lines: string[],
 ): AuditChainHead {
-  let seq = head.seq;
-  let prev = head.hash;
-  for (const e of events) {
-    seq += 1;
-    const hash = chainHashAt(prev, seq, e);
-    // The order of AUDIT_EVENT_COLUMNS (checked by the COLUMN_ORDER assertion below).
+  // The order of AUDIT_EVENT_COLUMNS (checked by the COLUMN_ORDER assertion below).
+  return chainEach(events, head, (e, seq, prev, hash) =>
     lines.push(
       `${e.id}\t${copyField(e.tenant_id)}\t${seq}\t${copyField(e.action)}\t${copyField(e.outcome)}\t${copyField(e.resource_type)}\t${copyField(e.resource_id)}\t${copyField(e.resource_name)}\t${copyField(e.actor_type)}\t${copyField(e.actor_id)}\t${copyField(e.actor_display)}\t${copyField(e.trace_id)}\t${copyField(e.client_ip)}\t${copyField(e.user_agent)}\t${copyField(e.data)}\t${Number(e.created_at)}\t${prev}\t${hash}\n`,
-    );
-    prev = hash;
-  }
-  return { seq, hash: prev };
+    ),
+  );
 }
 
 // chainCopyLines writes the columns in this order; the staging table and COLUMN_LIST follow

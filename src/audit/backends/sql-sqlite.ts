@@ -1,7 +1,7 @@
 import type Database from 'better-sqlite3';
 import { sql, type Transaction } from 'kysely';
 import type { AuditEventsTable, DocketDatabase } from '../../store/schema.js';
-import { GENESIS_HASH, auditEventsByTenant, chainHashAt } from '../chain.js';
+import { GENESIS_HASH, auditEventsByTenant, chainEach } from '../chain.js';
 import type { PreparedAuditEvent } from '../store.js';
 
 /**
@@ -82,34 +82,32 @@ function batchStatements(raw: Database.Database): BatchStatements {
   const append = raw.transaction((events: readonly PreparedAuditEvent[], now: number) => {
     for (const [tenant, list] of auditEventsByTenant(events)) {
       const head = lockHead.get(tenant, GENESIS_HASH, now) as { seq: number; hash: string };
-      let seq = Number(head.seq);
-      let prev = head.hash;
-      for (const e of list) {
-        seq += 1;
-        const hash = chainHashAt(prev, seq, e);
-        insertRow.run(
-          e.id,
-          e.tenant_id,
-          seq,
-          e.action,
-          e.outcome,
-          e.resource_type,
-          e.resource_id,
-          e.resource_name,
-          e.actor_type,
-          e.actor_id,
-          e.actor_display,
-          e.trace_id,
-          e.client_ip,
-          e.user_agent,
-          e.data,
-          e.created_at,
-          prev,
-          hash,
-        );
-        prev = hash;
-      }
-      moveHead.run(seq, prev, now, tenant);
+      const moved = chainEach(
+        list,
+        { seq: Number(head.seq), hash: head.hash },
+        (e, seq, prev, hash) =>
+          insertRow.run(
+            e.id,
+            e.tenant_id,
+            seq,
+            e.action,
+            e.outcome,
+            e.resource_type,
+            e.resource_id,
+            e.resource_name,
+            e.actor_type,
+            e.actor_id,
+            e.actor_display,
+            e.trace_id,
+            e.client_ip,
+            e.user_agent,
+            e.data,
+            e.created_at,
+            prev,
+            hash,
+          ),
+      );
+      moveHead.run(moved.seq, moved.hash, now, tenant);
     }
   });
   s = { lockHead, insertRow, moveHead, append: (events, now) => append.immediate(events, now) };
