@@ -85,21 +85,26 @@ const UNAVAILABLE = new Set([
   'SQLITE_IOERR',
 ]);
 
+/** A lock or I/O error as STORE_UNAVAILABLE; any other error as it is. */
+function translateSqliteError(err: unknown): unknown {
+  const code = (err as { code?: string }).code ?? '';
+  if (UNAVAILABLE.has(code) || [...UNAVAILABLE].some((c) => code.startsWith(`${c}_`))) {
+    return new DocketError(
+      'STORE_UNAVAILABLE',
+      `SQLite unavailable: ${(err as Error).message}`,
+      { code },
+      { cause: err },
+    );
+  }
+  return err;
+}
+
 /** Translates lock and I/O errors into STORE_UNAVAILABLE at the driver boundary. */
 async function translateSqlite<T>(fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (err) {
-    const code = (err as { code?: string }).code ?? '';
-    if (UNAVAILABLE.has(code) || [...UNAVAILABLE].some((c) => code.startsWith(`${c}_`))) {
-      throw new DocketError(
-        'STORE_UNAVAILABLE',
-        `SQLite unavailable: ${(err as Error).message}`,
-        { code },
-        { cause: err },
-      );
-    }
-    throw err;
+    throw translateSqliteError(err);
   }
 }
 
@@ -121,8 +126,18 @@ export async function openSqliteStore(
     capabilities,
     systemDb: db,
     raw,
-    async exclusive<T>(fn: (d: Database.Database) => T) {
-      assertNotHolding(raw);
+    exclusive<T>(fn: (d: Database.Database) => T): Promise<T> {
+      try {
+        assertNotHolding(raw);
+        // No transaction is open on the connection: the synchronous work runs at once, since it
+        // cannot interleave with anything (statements outside a transaction are atomic, and
+        // Kysely's next query waits for this tick). This skips the mutex's promise chain on
+        // every hot-path statement (claims, completions, the audit writer). An open transaction
+        // (an application's withTransaction awaiting between statements) still waits its turn.
+        if (!raw.inTransaction) return Promise.resolve(fn(raw));
+      } catch (err) {
+        return Promise.reject(translateSqliteError(err));
+      }
       return translateSqlite(() => db.connection().execute(async () => fn(raw)));
     },
     async withTenantTransaction<T>(

@@ -9,9 +9,18 @@ import type {
   JobClaimBatchParams,
   JobCompletion,
   JobFailureParams,
+  JobInsertOutcome,
 } from '../backend.js';
-import type { Job } from '../types.js';
-import { claimedRowToJob, rowToJobState, type ClaimedJobRow, type StateRow } from './rows.js';
+import type { TenantTransaction } from '../../store/index.js';
+import type { Job, NewJob } from '../types.js';
+import {
+  claimedRowToJob,
+  rowToJob,
+  rowToJobState,
+  type ClaimedJobRow,
+  type JobRow,
+  type StateRow,
+} from './rows.js';
 import { cursorPosition, fairShare, FairClaims } from './fair-claims.js';
 import { SqlJobBackendBase } from './sql-common.js';
 
@@ -92,6 +101,16 @@ const SQL = {
       available_at = coalesce(@availableAt, available_at)
     where id in (select value from json_each(@ids)) and locked_by = @workerId and status = 'processing'
     returning id`,
+  // The common enqueue (one job, no caller transaction), without building the query each time;
+  // the conflict target is the partial unique index of idempotency keys, as in insertJobRows.
+  insertOne: `
+    insert into jobs (id, tenant_id, queue, type, payload, payload_hash, priority, status,
+      available_at, attempts, max_attempts, idempotency_key, trace_id, timeout_ms, created_at,
+      updated_at)
+    values (@id, @tenant, @queue, @type, @payload, @payloadHash, @priority, 'pending',
+      @availableAt, 0, @maxAttempts, @idempotencyKey, @traceId, @timeoutMs, @createdAt, @createdAt)
+    on conflict (tenant_id, idempotency_key) where idempotency_key is not null do nothing
+    returning *`,
   reap: `
     update jobs
     set status = case when attempts >= max_attempts then 'dlq_pending' else 'pending' end,
@@ -123,6 +142,42 @@ export class SqliteJobBackend extends SqlJobBackendBase implements JobBackend, K
       ) as Statements;
       return fn(this.statements, db);
     });
+  }
+
+  /**
+   * One job outside a caller's transaction (the common enqueue) through a prepared statement;
+   * batches, transactions and a repeated idempotency key take the general path.
+   */
+  override async jobInsertMany(p: {
+    tenant: string;
+    jobs: NewJob[];
+    tx?: TenantTransaction;
+  }): Promise<JobInsertOutcome[]> {
+    const j = p.jobs[0];
+    if (p.tx || p.jobs.length !== 1 || !j) return super.jobInsertMany(p);
+    const row = await this.run(
+      (s) =>
+        s.insertOne.get({
+          id: j.id,
+          tenant: p.tenant,
+          queue: j.queue,
+          type: j.type,
+          payload: j.payloadJson,
+          // '' stands for "no hash" (see insertJobRows).
+          payloadHash: j.payloadHash ?? '',
+          priority: j.priority,
+          availableAt: j.availableAt,
+          maxAttempts: j.maxAttempts,
+          idempotencyKey: j.idempotencyKey,
+          traceId: j.traceId,
+          timeoutMs: j.timeoutMs,
+          createdAt: j.createdAt,
+        }) as JobRow | undefined,
+    );
+    // Its idempotency key is taken: the general path resolves the existing job (or conflict).
+    if (!row) return super.jobInsertMany(p);
+    this.notifyJobsAvailable();
+    return [{ kind: 'inserted', job: rowToJob(row) }];
   }
 
   /** Claims due jobs round-robin across tenants (fair-claims.ts), a round per transaction. */
