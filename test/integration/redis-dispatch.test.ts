@@ -188,6 +188,34 @@ describe('Redis dispatch lane', () => {
     expect(seen.size).toBe(500);
   });
 
+  it('sends each wake-up with its sender id, one for a single ready job and none for a delayed one', async () => {
+    const other = dispatch();
+    await other.start();
+    const sub = d.client.duplicate({ enableAutoPipelining: false });
+    const heard: string[] = [];
+    sub.on('message', (_c: string, m: string) => heard.push(m));
+    await sub.connect();
+    await sub.subscribe(d.wakeChannel);
+    try {
+      expect(await d.publishMany([job('wake-a')], 1_000)).toBe(1);
+      expect(await d.publishMany([job('wake-a', { availableAt: 5_000 })], 1_000)).toBe(1);
+      const again = job('wake-a');
+      expect(await other.publishMany([again, job('wake-b')], 1_000)).toBe(2);
+      // Already published: no new message, no wake-up.
+      expect(await other.publishMany([again], 1_000)).toBe(0);
+      await other.wake();
+      await expect.poll(() => heard.length).toBe(3);
+      await new Promise((r) => setTimeout(r, 50));
+      expect(heard).toEqual([d.senderId, other.senderId, other.senderId]);
+      expect(d.isOwnWake(d.senderId)).toBe(true);
+      expect(d.isOwnWake(other.senderId)).toBe(false);
+      expect(d.senderId).not.toBe(other.senderId);
+    } finally {
+      await sub.quit();
+      await other.stop();
+    }
+  });
+
   it('fails to start with STORE_UNAVAILABLE naming the URL when Redis is unreachable', async () => {
     const bad = new RedisDispatch({
       url: 'redis://user:secret@127.0.0.1:1',

@@ -86,9 +86,13 @@ export class RedisJobBackend implements JobBackend {
         );
       },
     });
-    const sub = this.dispatch.client.duplicate();
+    const sub = this.dispatch.client.duplicate({ enableAutoPipelining: false });
     sub.on('error', (err) => this.logger.warn({ err }, 'Redis wake-up connection failed'));
-    sub.on('message', () => this.wakeups.emit('available'));
+    // Another process's wake-up. Our own are skipped: every publish and wake here has already
+    // woken this process's workers, whose claim follows the publish on the same connection.
+    sub.on('message', (_channel: string, message: string) => {
+      if (!this.dispatch.isOwnWake(message)) this.wakeups.emit('available');
+    });
     await sub.connect();
     await sub.subscribe(this.dispatch.wakeChannel);
     this.subscriber = sub;
