@@ -20,7 +20,16 @@ export interface SqliteStore extends StoreBase {
    * Runs synchronous work on the raw connection while holding Kysely's connection, so it never
    * interleaves with a caller's open transaction on the same connection.
    */
-  exclusive<T>(fn: (db: Database.Database) => T): Promise<T>;
+  exclusive<T>(fn: (db: Database.Database) => T, options?: ExclusiveOptions): Promise<T>;
+}
+
+/** How exclusive() runs its work. */
+export interface ExclusiveOptions {
+  /**
+   * Always take the connection's turn through the mutex, even when it is free (a batch writer
+   * that wants producers to run, and its batches to grow, between its writes). Default false.
+   */
+  queued?: boolean;
 }
 
 interface SharedHandle {
@@ -126,7 +135,7 @@ export async function openSqliteStore(
     capabilities,
     systemDb: db,
     raw,
-    exclusive<T>(fn: (d: Database.Database) => T): Promise<T> {
+    exclusive<T>(fn: (d: Database.Database) => T, options?: ExclusiveOptions): Promise<T> {
       try {
         assertNotHolding(raw);
         // No transaction is open on the connection: the synchronous work runs at once, since it
@@ -134,7 +143,7 @@ export async function openSqliteStore(
         // Kysely's next query waits for this tick). This skips the mutex's promise chain on
         // every hot-path statement (claims, completions, the audit writer). An open transaction
         // (an application's withTransaction awaiting between statements) still waits its turn.
-        if (!raw.inTransaction) return Promise.resolve(fn(raw));
+        if (!raw.inTransaction && !options?.queued) return Promise.resolve(fn(raw));
       } catch (err) {
         return Promise.reject(translateSqliteError(err));
       }

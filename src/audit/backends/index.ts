@@ -24,7 +24,10 @@ export type AuditBatchAppender = (events: PreparedAuditEvent[], now: number) => 
 /** The batch appender for a store: SQLite on its raw connection, PostgreSQL through COPY. */
 export function auditBatchAppenderFor(store: Store): AuditBatchAppender {
   if (store.dialect === 'sqlite') {
-    return (events, now) => store.exclusive((raw) => appendAuditBatchSqlite(raw, events, now));
+    // Queued: the turn through the mutex lets producers add events while a write waits, so
+    // batches grow with the load (at once, scratch 300k-event ingests ran ~7% slower).
+    return (events, now) =>
+      store.exclusive((raw) => appendAuditBatchSqlite(raw, events, now), { queued: true });
   }
   return (events, now) =>
     store.withSystemClient((client) => appendAuditBatchPostgres(client, events, now));
