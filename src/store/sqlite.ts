@@ -17,8 +17,9 @@ export interface SqliteStore extends StoreBase {
   /** The raw connection; only use it inside `exclusive()`. */
   readonly raw: Database.Database;
   /**
-   * Runs synchronous work on the raw connection while holding Kysely's connection, so it never
-   * interleaves with a caller's open transaction on the same connection.
+   * Runs synchronous work on the raw connection so it never interleaves with a caller's open
+   * transaction on the same connection: at once when none is open, else after it (through
+   * Kysely's connection mutex).
    */
   exclusive<T>(fn: (db: Database.Database) => T, options?: ExclusiveOptions): Promise<T>;
 }

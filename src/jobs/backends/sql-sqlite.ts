@@ -26,9 +26,9 @@ import { SqlJobBackendBase } from './sql-common.js';
 
 // SQLite has one writer at a time, so a claim is a single UPDATE ... RETURNING over a
 // sub-select: the statement is its own write transaction and no two claimers can pick the same
-// row. Statements are prepared once and run synchronously on the raw connection while Kysely's
-// connection mutex is held (store.exclusive), so they never interleave with a caller's open
-// transaction. Arrays travel as JSON and are expanded with json_each.
+// row. Statements are prepared once and run synchronously on the raw connection through
+// store.exclusive, so they never interleave with a caller's open transaction (they wait for
+// it). Arrays travel as JSON and are expanded with json_each.
 
 // What a claim returns: the columns it did not set itself (see claimedRowToJob).
 const CLAIMED = `id, tenant_id, queue, type, payload, priority, available_at, attempts,
