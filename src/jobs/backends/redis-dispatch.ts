@@ -236,10 +236,7 @@ export class RedisDispatch {
       // One job (the common enqueue): one script call that also sends the wake-up.
       const j = jobs[0] as DispatchJob;
       const r = await this.scripts.docketPublish(
-        this.base(j),
-        this.engineKey('lanes'),
-        JSON.stringify(this.messageOf(j)),
-        now,
+        ...this.messageArgs(j, now),
         this.wakeChannel,
         this.senderId,
       );
@@ -247,12 +244,7 @@ export class RedisDispatch {
     }
     const pipe = this.pipeline();
     for (const j of jobs) {
-      pipe.docketPublish(
-        this.base(j),
-        this.engineKey('lanes'),
-        JSON.stringify(this.messageOf(j)),
-        now,
-      );
+      pipe.docketPublish(...this.messageArgs(j, now));
     }
     pipe.publish(this.wakeChannel, this.senderId);
     const replies = (await pipe.exec()) ?? [];
@@ -263,6 +255,11 @@ export class RedisDispatch {
       if (i < jobs.length && v === 1) published++;
     }
     return published;
+  }
+
+  /** The keys and arguments of PUBLISH and RESCUE for a job: base, lanes, message, now. */
+  private messageArgs(job: DispatchJob, now: number): [string, string, string, number] {
+    return [this.base(job), this.engineKey('lanes'), JSON.stringify(this.messageOf(job)), now];
   }
 
   private messageOf(job: DispatchJob): DispatchMessage {
@@ -282,13 +279,7 @@ export class RedisDispatch {
 
   /** Publishes a job's message unless it has one; false if it had. */
   async publish(job: DispatchJob, now: number): Promise<boolean> {
-    const r = await this.scripts.docketPublish(
-      this.base(job),
-      this.engineKey('lanes'),
-      JSON.stringify(this.messageOf(job)),
-      now,
-    );
-    return r === 1;
+    return (await this.scripts.docketPublish(...this.messageArgs(job, now))) === 1;
   }
 
   /** Claims up to `limit` messages, round-robin across tenants, into the in-flight set. */
@@ -408,12 +399,7 @@ export class RedisDispatch {
     if (jobs.length === 0) return 0;
     const pipe = this.pipeline();
     for (const j of jobs) {
-      pipe.docketRescue(
-        this.base(j),
-        this.engineKey('lanes'),
-        JSON.stringify(this.messageOf(j)),
-        now,
-      );
+      pipe.docketRescue(...this.messageArgs(j, now));
     }
     let changed = 0;
     for (const [err, v] of (await pipe.exec()) ?? []) {

@@ -22,6 +22,30 @@ import {
 
 const INSERT_CHUNK = 1000;
 
+/** The row a new job is inserted as (the generic insert and SQLite's prepared single insert). */
+export function newJobRow(tenant: string, j: NewJob) {
+  return {
+    id: j.id,
+    tenant_id: tenant,
+    queue: j.queue,
+    type: j.type,
+    payload: j.payloadJson,
+    // SQLite's column is NOT NULL (migration 001; SQLite cannot relax it in place): '' stands
+    // for "no hash" there. PostgreSQL inserts through its own insertJobRows.
+    payload_hash: j.payloadHash ?? '',
+    priority: j.priority,
+    status: 'pending' as const,
+    available_at: j.availableAt,
+    attempts: 0,
+    max_attempts: j.maxAttempts,
+    idempotency_key: j.idempotencyKey,
+    trace_id: j.traceId,
+    timeout_ms: j.timeoutMs,
+    created_at: j.createdAt,
+    updated_at: j.createdAt,
+  };
+}
+
 /**
  * The part of the SQL backends that Kysely expresses identically on every dialect: inserts,
  * reads, operator transitions and the DLQ bookkeeping. Hot paths live in the dialect files.
@@ -117,28 +141,7 @@ export abstract class SqlJobBackendBase {
   ): Promise<JobRow[]> {
     const rows = await trx
       .insertInto('jobs')
-      .values(
-        chunk.map((j) => ({
-          id: j.id,
-          tenant_id: tenant,
-          queue: j.queue,
-          type: j.type,
-          payload: j.payloadJson,
-          // SQLite's column is NOT NULL (migration 001; SQLite cannot relax it in place): ''
-          // stands for "no hash" there. PostgreSQL inserts through its own insertJobRows.
-          payload_hash: j.payloadHash ?? '',
-          priority: j.priority,
-          status: 'pending',
-          available_at: j.availableAt,
-          attempts: 0,
-          max_attempts: j.maxAttempts,
-          idempotency_key: j.idempotencyKey,
-          trace_id: j.traceId,
-          timeout_ms: j.timeoutMs,
-          created_at: j.createdAt,
-          updated_at: j.createdAt,
-        })),
-      )
+      .values(chunk.map((j) => newJobRow(tenant, j)))
       .onConflict((oc) =>
         oc
           .columns(['tenant_id', 'idempotency_key'])

@@ -22,7 +22,7 @@ import {
   type StateRow,
 } from './rows.js';
 import { cursorPosition, fairShare, FairClaims } from './fair-claims.js';
-import { SqlJobBackendBase } from './sql-common.js';
+import { newJobRow, SqlJobBackendBase } from './sql-common.js';
 
 // SQLite has one writer at a time, so a claim is a single UPDATE ... RETURNING over a
 // sub-select: the statement is its own write transaction and no two claimers can pick the same
@@ -107,8 +107,9 @@ const SQL = {
     insert into jobs (id, tenant_id, queue, type, payload, payload_hash, priority, status,
       available_at, attempts, max_attempts, idempotency_key, trace_id, timeout_ms, created_at,
       updated_at)
-    values (@id, @tenant, @queue, @type, @payload, @payloadHash, @priority, 'pending',
-      @availableAt, 0, @maxAttempts, @idempotencyKey, @traceId, @timeoutMs, @createdAt, @createdAt)
+    values (@id, @tenant_id, @queue, @type, @payload, @payload_hash, @priority, @status,
+      @available_at, @attempts, @max_attempts, @idempotency_key, @trace_id, @timeout_ms,
+      @created_at, @updated_at)
     on conflict (tenant_id, idempotency_key) where idempotency_key is not null do nothing
     returning *`,
   reap: `
@@ -156,23 +157,7 @@ export class SqliteJobBackend extends SqlJobBackendBase implements JobBackend, K
     const j = p.jobs[0];
     if (p.tx || p.jobs.length !== 1 || !j) return super.jobInsertMany(p);
     const row = await this.run(
-      (s) =>
-        s.insertOne.get({
-          id: j.id,
-          tenant: p.tenant,
-          queue: j.queue,
-          type: j.type,
-          payload: j.payloadJson,
-          // '' stands for "no hash" (see insertJobRows).
-          payloadHash: j.payloadHash ?? '',
-          priority: j.priority,
-          availableAt: j.availableAt,
-          maxAttempts: j.maxAttempts,
-          idempotencyKey: j.idempotencyKey,
-          traceId: j.traceId,
-          timeoutMs: j.timeoutMs,
-          createdAt: j.createdAt,
-        }) as JobRow | undefined,
+      (s) => s.insertOne.get(newJobRow(p.tenant, j)) as JobRow | undefined,
     );
     // Its idempotency key is taken: the general path resolves the existing job (or conflict).
     if (!row) return super.jobInsertMany(p);
