@@ -1,9 +1,10 @@
 import { sql, type Kysely } from 'kysely';
 import pg from 'pg';
 import type { Logger } from '../../core/logger.js';
-import type { DocketDatabase, PostgresStore } from '../../store/index.js';
+import type { DocketDatabase, PostgresStore, TenantTransaction } from '../../store/index.js';
 import type {
   JobBackend,
+  JobInsertOutcome,
   JobRef,
   JobState,
   KeyedJobClaims,
@@ -16,6 +17,7 @@ import type { Job, NewJob } from '../types.js';
 import {
   claimedRowToJob,
   rowToJobState,
+  rowToJob,
   type ClaimedJobRow,
   type JobRow,
   type StateRow,
@@ -130,6 +132,19 @@ where j.ctid = any(array(
   limit $2
   for update skip locked))
 returning ${CLAIMED}`;
+
+// One job outside a caller's transaction (the common enqueue): a prepared single-row VALUES
+// insert, parsed and planned once per connection. Against the general path's unnamed unnest
+// statement it took a scratch one-row insert (10 ms apart, as the latency bench) from p50
+// 1.26–1.31 to 0.92 ms on this machine; a repeated idempotency key inserts nothing and takes
+// the general path, which resolves the existing job or reports the conflict.
+const INSERT_ONE = `
+insert into jobs (id, tenant_id, queue, type, payload, payload_hash, priority, status,
+  available_at, attempts, max_attempts, idempotency_key, trace_id, timeout_ms, created_at,
+  updated_at)
+values ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, 0, $9, $10, $11, $12, $13, $13)
+on conflict (tenant_id, idempotency_key) where idempotency_key is not null do nothing
+returning *`;
 
 // Rows of many jobs by key, as the ctid array an UPDATE's TID scan takes: one primary-key probe
 // per (tenant_id, id) pair. Written as a LATERAL lookup behind LIMIT 1 (which keeps PostgreSQL
@@ -344,6 +359,38 @@ export class PostgresJobBackend extends SqlJobBackendBase implements JobBackend,
       this.logger.warn({ err, pool: name }, 'idle PostgreSQL connection failed'),
     );
     return pool;
+  }
+
+  /** One job outside a transaction through INSERT_ONE; everything else takes the general path. */
+  override async jobInsertMany(p: {
+    tenant: string;
+    jobs: NewJob[];
+    tx?: TenantTransaction;
+  }): Promise<JobInsertOutcome[]> {
+    const j = p.jobs[0];
+    if (p.tx || p.jobs.length !== 1 || !j) return super.jobInsertMany(p);
+    const values = [
+      j.id,
+      p.tenant,
+      j.queue,
+      j.type,
+      j.payloadJson,
+      j.payloadHash,
+      j.priority,
+      j.availableAt,
+      j.maxAttempts,
+      j.idempotencyKey,
+      j.traceId,
+      j.timeoutMs,
+      j.createdAt,
+    ];
+    const res = await this.pgStore.withSystemStatement(() =>
+      this.query('docket_insert_one', INSERT_ONE, values),
+    );
+    const row = res.rows[0] as JobRow | undefined;
+    if (!row) return super.jobInsertMany(p);
+    this.notifyJobsAvailable();
+    return [{ kind: 'inserted', job: rowToJob(row) }];
   }
 
   /**
