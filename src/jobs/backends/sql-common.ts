@@ -22,6 +22,13 @@ import {
 
 const INSERT_CHUNK = 1000;
 
+/** What jobInsertMany takes: the tenant, its new jobs, and the caller's transaction if any. */
+export interface JobInsertParams {
+  tenant: string;
+  jobs: NewJob[];
+  tx?: TenantTransaction;
+}
+
 /** The row a new job is inserted as (the generic insert and SQLite's prepared single insert). */
 export function newJobRow(tenant: string, j: NewJob) {
   return {
@@ -61,11 +68,7 @@ export abstract class SqlJobBackendBase {
   }
 
   /** Inserts jobs; repeated idempotency keys resolve to the existing job. */
-  async jobInsertMany(p: {
-    tenant: string;
-    jobs: NewJob[];
-    tx?: TenantTransaction;
-  }): Promise<JobInsertOutcome[]> {
+  async jobInsertMany(p: JobInsertParams): Promise<JobInsertOutcome[]> {
     const run = async (trx: Kysely<DocketDatabase>): Promise<JobInsertOutcome[]> => {
       const inserted = new Map<string, JobRow>();
       for (let i = 0; i < p.jobs.length; i += INSERT_CHUNK) {

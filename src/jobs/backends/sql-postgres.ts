@@ -1,7 +1,7 @@
 import { sql, type Kysely } from 'kysely';
 import pg from 'pg';
 import type { Logger } from '../../core/logger.js';
-import type { DocketDatabase, PostgresStore, TenantTransaction } from '../../store/index.js';
+import type { DocketDatabase, PostgresStore } from '../../store/index.js';
 import type {
   JobBackend,
   JobInsertOutcome,
@@ -23,7 +23,7 @@ import {
   type StateRow,
 } from './rows.js';
 import { FairClaims } from './fair-claims.js';
-import { SqlJobBackendBase } from './sql-common.js';
+import { SqlJobBackendBase, type JobInsertParams } from './sql-common.js';
 
 /** A row of CLAIM_FAIR: a claimed job (columns null when the round claimed none) and the round. */
 type FairClaimRow = ClaimedJobRow & { ring_size: number; ring_cursor: string | null };
@@ -362,11 +362,7 @@ export class PostgresJobBackend extends SqlJobBackendBase implements JobBackend,
   }
 
   /** One job outside a transaction through INSERT_ONE; everything else takes the general path. */
-  override async jobInsertMany(p: {
-    tenant: string;
-    jobs: NewJob[];
-    tx?: TenantTransaction;
-  }): Promise<JobInsertOutcome[]> {
+  override async jobInsertMany(p: JobInsertParams): Promise<JobInsertOutcome[]> {
     const j = p.jobs[0];
     if (p.tx || p.jobs.length !== 1 || !j) return super.jobInsertMany(p);
     const values = [

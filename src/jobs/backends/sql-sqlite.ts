@@ -11,8 +11,7 @@ import type {
   JobFailureParams,
   JobInsertOutcome,
 } from '../backend.js';
-import type { TenantTransaction } from '../../store/index.js';
-import type { Job, NewJob } from '../types.js';
+import type { Job } from '../types.js';
 import {
   claimedRowToJob,
   rowToJob,
@@ -22,7 +21,7 @@ import {
   type StateRow,
 } from './rows.js';
 import { cursorPosition, fairShare, FairClaims } from './fair-claims.js';
-import { newJobRow, SqlJobBackendBase } from './sql-common.js';
+import { newJobRow, SqlJobBackendBase, type JobInsertParams } from './sql-common.js';
 
 // SQLite has one writer at a time, so a claim is a single UPDATE ... RETURNING over a
 // sub-select: the statement is its own write transaction and no two claimers can pick the same
@@ -149,11 +148,7 @@ export class SqliteJobBackend extends SqlJobBackendBase implements JobBackend, K
    * One job outside a caller's transaction (the common enqueue) through a prepared statement;
    * batches, transactions and a repeated idempotency key take the general path.
    */
-  override async jobInsertMany(p: {
-    tenant: string;
-    jobs: NewJob[];
-    tx?: TenantTransaction;
-  }): Promise<JobInsertOutcome[]> {
+  override async jobInsertMany(p: JobInsertParams): Promise<JobInsertOutcome[]> {
     const j = p.jobs[0];
     if (p.tx || p.jobs.length !== 1 || !j) return super.jobInsertMany(p);
     const row = await this.run(
